@@ -1,0 +1,1 @@
+"""The HTTP API: Starlette routes, authentication, errors, OpenAPI."""

@@ -1,0 +1,92 @@
+"""The Starlette application: routes, error mapping, request telemetry, lifecycle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from glowing_fiesta.api import errors, routes_ingest, routes_query, routes_service
+from glowing_fiesta.api.services import Services
+from glowing_fiesta.errors import GlowingFiestaError
+from glowing_fiesta.telemetry import Telemetry
+
+
+class Lifecycle(Protocol):
+    """What runs beside the routes (the writer, periodic jobs): started and stopped
+    with the app."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class RequestTelemetry:
+    """Pure ASGI middleware: count requests by route and status, time them."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", "unmatched")
+            self.telemetry.requests.labels(route, str(status)).inc()
+            self.telemetry.request_seconds.labels(route).observe(time.perf_counter() - started)
+
+
+def create_app(services: Services, lifecycle: Lifecycle) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await lifecycle.start()
+        try:
+            yield
+        finally:
+            await lifecycle.stop()
+
+    routes = [
+        Route("/api/metrics/counter", routes_ingest.post_counter, methods=["POST"]),
+        Route("/api/metrics/value", routes_ingest.post_value, methods=["POST"]),
+        Route("/api/metrics/batch", routes_ingest.post_batch, methods=["POST"]),
+        Route("/api/metrics", routes_query.list_metrics, methods=["GET"]),
+        Route("/api/metrics/{metric:path}", routes_query.get_series, methods=["GET"]),
+        Route("/api/metrics/{metric:path}", routes_query.delete_metric, methods=["DELETE"]),
+        Route("/api/series", routes_query.get_series_by_param, methods=["GET"]),
+        Route("/health", routes_service.health, methods=["GET"]),
+        Route("/ready", routes_service.ready, methods=["GET"]),
+        Route("/metrics", routes_service.prometheus, methods=["GET"]),
+        Route("/openapi.json", routes_service.openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            GlowingFiestaError: errors.on_domain_error,
+            HTTPException: errors.on_http_error,
+            Exception: errors.on_unexpected,
+        },
+    )
+    app.state.services = services
+    app.add_middleware(RequestTelemetry, telemetry=services.telemetry)
+    return app

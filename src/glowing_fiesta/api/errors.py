@@ -1,0 +1,95 @@
+"""Map domain errors to HTTP statuses and the SPEC's JSON error envelope."""
+
+from __future__ import annotations
+
+import msgspec
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from glowing_fiesta.errors import (
+    BadRequest,
+    Forbidden,
+    GlowingFiestaError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    TypeConflict,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationError,
+    _RetryLater,
+)
+
+log = structlog.get_logger(__name__)
+
+STATUS: dict[type[GlowingFiestaError], int] = {
+    BadRequest: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    TypeConflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    ValidationError: 422,
+    RateLimited: 429,
+    Unavailable: 503,
+}
+
+
+def status_of(exc: GlowingFiestaError) -> int:
+    return STATUS.get(type(exc), 500)
+
+
+def envelope(code: str, message: str, details: list[dict[str, object]] | None = None) -> bytes:
+    body: dict[str, object] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return msgspec.json.encode({"error": body})
+
+
+def error_response(exc: GlowingFiestaError, headers: dict[str, str] | None = None) -> Response:
+    out = dict(headers or {})
+    if isinstance(exc, _RetryLater):
+        out["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthenticated):
+        out["WWW-Authenticate"] = 'Bearer realm="glowing-fiesta"'
+    return Response(
+        envelope(exc.code, exc.message, [d.as_dict() for d in exc.details]),
+        status_code=status_of(exc),
+        media_type="application/json",
+        headers=out,
+    )
+
+
+async def on_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GlowingFiestaError)  # noqa: S101
+    headers: dict[str, str] = getattr(request.state, "ratelimit_headers", {})
+    return error_response(exc, headers)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    if exc.status_code == 404:
+        body = envelope("not_found", f"no route for {request.url.path}")
+    elif exc.status_code == 405:
+        body = envelope("method_not_allowed", f"{request.method} is not allowed here")
+    else:  # pragma: no cover - Starlette raises only the two above for routing
+        body = envelope("http_error", str(exc.detail))
+    return Response(
+        body,
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled_error", path=request.url.path, exc_info=exc)
+    return Response(
+        envelope("internal_error", "an internal error occurred"),
+        status_code=500,
+        media_type="application/json",
+    )

@@ -1,0 +1,151 @@
+"""GET /api/metrics, GET /api/metrics/{metric}, GET /api/series, DELETE /api/metrics/{metric}."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from glowing_fiesta.api.services import services_of
+from glowing_fiesta.errors import Detail, ValidationError
+from glowing_fiesta.model import Agg, Fill, Interval, Metric, Scope
+from glowing_fiesta.query import Series, SeriesQuery
+from glowing_fiesta.timeutil import parse_time, zone
+
+E = TypeVar("E", bound=StrEnum)
+DEFAULT_RANGE = 86400
+
+
+def _invalid(field: str, message: str) -> ValidationError:
+    return ValidationError(f"{field} {message}", [Detail(message, field=field)])
+
+
+def _enum(request: Request, name: str, kind: type[E]) -> E | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = ", ".join(k.value for k in kind)
+        raise _invalid(name, f"must be one of {allowed} (got {raw!r})") from None
+
+
+def _time(request: Request, name: str, default: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse_time(raw)
+    except ValueError as exc:
+        raise _invalid(name, str(exc)) from None
+
+
+def _series_query(request: Request, metric: str) -> tuple[SeriesQuery, str]:
+    now = time.time()
+    end = _time(request, "to", now)
+    start = _time(request, "from", end - DEFAULT_RANGE)
+    fmt = request.query_params.get("format")
+    if fmt is None:
+        fmt = "csv" if "text/csv" in request.headers.get("accept", "") else "json"
+    if fmt not in ("json", "csv"):
+        raise _invalid("format", f"must be json or csv (got {fmt!r})")
+    query = SeriesQuery(
+        metric=metric,
+        start=start,
+        end=end,
+        interval=_enum(request, "interval", Interval) or Interval.HOUR,
+        agg=_enum(request, "agg", Agg),
+        tz=request.query_params.get("tz") or "UTC",
+        fill=_enum(request, "fill", Fill),
+    )
+    return query, fmt
+
+
+def _number(x: float) -> float | int:
+    return int(x) if x.is_integer() else x
+
+
+def series_json(series: Series) -> bytes:
+    return msgspec.json.encode(
+        {
+            "metric": series.metric.name,
+            "type": series.metric.type.value,
+            "interval": series.interval.value,
+            "agg": series.agg.value,
+            "tz": series.tz,
+            "from": _number(series.start),
+            "to": _number(series.end),
+            "points": [{"t": t, "value": v} for t, v in series.points],
+        }
+    )
+
+
+def series_csv(series: Series) -> bytes:
+    tz = zone(series.tz)
+    out = io.StringIO()
+    out.write("t,value\n")
+    for t, v in series.points:
+        stamp = datetime.fromtimestamp(t, tz).isoformat()
+        out.write(f"{stamp},{'' if v is None else repr(_number(v))}\n")
+    return out.getvalue().encode("utf-8")
+
+
+async def _answer_series(request: Request, metric: str) -> Response:
+    services = services_of(request)
+    await services.auth.request(request, Scope.READ)
+    query, fmt = _series_query(request, metric)
+    series = await services.query.series(query)
+    headers = request.state.ratelimit_headers
+    if fmt == "csv":
+        return Response(series_csv(series), media_type="text/csv; charset=utf-8", headers=headers)
+    return Response(series_json(series), media_type="application/json", headers=headers)
+
+
+async def get_series(request: Request) -> Response:
+    return await _answer_series(request, request.path_params["metric"])
+
+
+async def get_series_by_param(request: Request) -> Response:
+    name = request.query_params.get("metric")
+    if not name:
+        raise _invalid("metric", "is required")
+    return await _answer_series(request, name)
+
+
+def _metric_json(m: Metric) -> dict[str, object]:
+    return {
+        "name": m.name,
+        "type": m.type.value,
+        "stat_key": m.stat_key,
+        "created_at": m.created_at,
+        "last_point_at": m.last_point_at,
+    }
+
+
+async def list_metrics(request: Request) -> Response:
+    services = services_of(request)
+    await services.auth.request(request, Scope.READ)
+    raw_limit = request.query_params.get("limit") or "100"
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise _invalid("limit", f"must be a whole number (got {raw_limit!r})") from None
+    page, cursor = await services.query.list_metrics(
+        request.query_params.get("prefix", ""), limit, request.query_params.get("cursor")
+    )
+    body = msgspec.json.encode({"metrics": [_metric_json(m) for m in page], "next_cursor": cursor})
+    return Response(body, media_type="application/json", headers=request.state.ratelimit_headers)
+
+
+async def delete_metric(request: Request) -> Response:
+    services = services_of(request)
+    await services.auth.request(request, Scope.ADMIN)
+    await services.query.delete(request.path_params["metric"])
+    return Response(status_code=204, headers=request.state.ratelimit_headers)

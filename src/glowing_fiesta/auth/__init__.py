@@ -1,0 +1,1 @@
+"""API key tokens and per-key rate limits."""

@@ -1,0 +1,247 @@
+"""The `glowing-fiesta` command: serve, keys, db, retention.
+
+`keys create` prints the new key and nothing else on standard output, so that
+`KEY=$(glowing-fiesta keys create ci)` works; everything else goes to standard error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from glowing_fiesta.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(f"bad setting: {exc}") from None
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _storage(settings: Settings) -> Any:
+    from glowing_fiesta.storage.sql import SqlStorage
+
+    return SqlStorage(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+
+
+def _ensure_schema(settings: Settings) -> None:
+    from glowing_fiesta.storage import migrate
+
+    migrate.upgrade(settings.database_url)
+
+
+@click.group()
+@click.version_option(package_name="glowing-fiesta")
+def main() -> None:
+    """Glowing Fiesta: record named numbers over HTTP, read time-bucketed aggregates."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes. Rate limits are per process without GF_REDIS_URL.",
+)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(host: str, port: int, workers: int, access_log: bool) -> None:
+    """Serve the HTTP API (and, in the embedded layout, the writer)."""
+    import uvicorn
+
+    from glowing_fiesta.logs import configure
+
+    settings = _settings()
+    configure(settings.log_level, settings.log_format)
+    _ensure_schema(settings)
+    if workers > 1 and not settings.redis_url:
+        click.echo(
+            "warning: without GF_REDIS_URL each server process keeps its own rate limit counts",
+            err=True,
+        )
+    uvicorn.run(
+        "glowing_fiesta.bootstrap:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations."""
+    settings = _settings()
+    _ensure_schema(settings)
+    click.echo("database is at the newest schema", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option(
+    "--scopes", default="write,read", show_default=True, help="Comma-separated: write, read, admin."
+)
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(1),
+    default=None,
+    help="Requests per minute (default: GF_RATE_LIMIT_PER_MINUTE).",
+)
+def keys_create(name: str, scopes: str, rate_limit: int | None) -> None:
+    """Create a key and print it (shown once, stored only as a hash)."""
+    from glowing_fiesta.auth import keys as tokens
+    from glowing_fiesta.errors import ValidationError
+    from glowing_fiesta.model import Scope
+
+    name = name.strip()
+    if not name:
+        raise click.BadParameter("must not be empty", param_hint="NAME")
+    try:
+        chosen = frozenset(Scope(s.strip()) for s in scopes.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "scopes are write, read and admin", param_hint="--scopes"
+        ) from None
+    if not chosen:
+        raise click.BadParameter("at least one scope is needed", param_hint="--scopes")
+    settings = _settings()
+    _ensure_schema(settings)
+    token, prefix = tokens.generate()
+
+    async def create() -> None:
+        storage = _storage(settings)
+        try:
+            await storage.create_key(
+                name=name,
+                prefix=prefix,
+                secret_hash=tokens.hash_token(token),
+                scopes=chosen,
+                rate_limit=rate_limit,
+                now=time.time(),
+            )
+        finally:
+            await storage.close()
+
+    try:
+        _run(create())
+    except ValidationError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(token)
+    click.echo(
+        f"created key {name!r} ({prefix}…) with scopes "
+        f"{','.join(sorted(s.value for s in chosen))}; it is shown only once",
+        err=True,
+    )
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys: name, visible prefix, scopes, limit, times. Never the secret."""
+    from datetime import UTC, datetime
+
+    settings = _settings()
+    _ensure_schema(settings)
+
+    async def fetch() -> list[Any]:
+        storage = _storage(settings)
+        try:
+            return list(await storage.list_keys())
+        finally:
+            await storage.close()
+
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "-"
+
+    rows = _run(fetch())
+    click.echo(
+        f"{'NAME':<24} {'PREFIX':<12} {'SCOPES':<18} {'LIMIT/MIN':>9} "
+        f"{'CREATED':<20} {'LAST USED':<20} STATUS"
+    )
+    for k in rows:
+        scopes = ",".join(sorted(s.value for s in k.scopes))
+        status = f"revoked {when(k.revoked_at)}" if k.revoked_at else "active"
+        click.echo(
+            f"{k.name:<24} {k.prefix:<12} {scopes:<18} "
+            f"{k.rate_limit or settings.rate_limit_per_minute:>9} "
+            f"{when(k.created_at):<20} {when(k.last_used_at):<20} {status}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("name_or_prefix")
+def keys_revoke(name_or_prefix: str) -> None:
+    """Revoke a key by its name or visible prefix (effective everywhere within 10 s)."""
+    settings = _settings()
+    _ensure_schema(settings)
+
+    async def revoke() -> int:
+        storage = _storage(settings)
+        try:
+            n: int = await storage.revoke_keys(name_or_prefix.strip(), time.time())
+            return n
+        finally:
+            await storage.close()
+
+    n = _run(revoke())
+    if n == 0:
+        raise click.ClickException(f"no active key named or prefixed {name_or_prefix!r}")
+    click.echo(f"revoked {n} key(s)", err=True)
+
+
+@main.group()
+def retention() -> None:
+    """Retention of raw points and rollups."""
+
+
+@retention.command("run")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def retention_run(dry_run: bool) -> None:
+    """Delete raw points older than GF_RETENTION_DAYS, in small chunks."""
+    from glowing_fiesta.bootstrap import build
+
+    settings = _settings()
+    _ensure_schema(settings)
+
+    async def go() -> Any:
+        components = build(settings)
+        try:
+            return await components.retention.run(dry_run=dry_run)
+        finally:
+            await components.storage.close()
+
+    report = _run(go())
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {report.raw_blocks} raw block(s) and {report.cells} rollup cell(s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ingress: the point rules and the parsers of every wire format we accept."""

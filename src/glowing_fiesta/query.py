@@ -1,0 +1,186 @@
+"""Plan a series query over rollups, read it, merge cells into buckets, finalise, fill.
+
+Planning: the buckets of the query (calendar-aligned in its zone) decide the coarsest
+rollup resolution whose UTC-aligned cells tile every bucket boundary. The range
+[from, to) is covered by cells of that resolution, with finer cells at ragged edges and
+raw points only for the sub-minute slivers at the very edges (or for a whole range in a
+zone whose offset is not a whole minute). So no query scans raw points beyond a minute
+at each end, whatever its length.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from glowing_fiesta.aggregate import Cell
+from glowing_fiesta.errors import Detail, NotFound, ValidationError
+from glowing_fiesta.model import Agg, Fill, Interval, Metric, MetricType, Resolution
+from glowing_fiesta.storage.base import Storage
+from glowing_fiesta.timeutil import bucket_starts, tiling_resolution, zone
+
+MAX_BUCKETS = 10_000
+MAX_LIST = 1000
+_FINER: dict[Resolution, Resolution | None] = {
+    Resolution.DAY: Resolution.HOUR,
+    Resolution.HOUR: Resolution.MINUTE,
+    Resolution.MINUTE: None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    metric: str
+    start: float
+    end: float
+    interval: Interval = Interval.HOUR
+    agg: Agg | None = None
+    tz: str = "UTC"
+    fill: Fill | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    metric: Metric
+    interval: Interval
+    agg: Agg
+    tz: str
+    start: float
+    end: float
+    points: list[tuple[int, float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A piece of the plan: cells of `res` in [start, end), or raw points if res is None."""
+
+    res: Resolution | None
+    start: float
+    end: float
+
+
+def plan(start: float, end: float, res: Resolution | None) -> list[Span]:
+    """Cover [start, end) with the coarsest cells that fit, finer ones at the edges."""
+    if start >= end:
+        return []
+    if res is None:
+        return [Span(None, start, end)]
+    lo = math.ceil(start / res) * res
+    hi = math.floor(end / res) * res
+    finer = _FINER[res]
+    if lo >= hi:
+        return plan(start, end, finer)
+    return [*plan(start, lo, finer), Span(res, lo, hi), *plan(hi, end, finer)]
+
+
+def default_agg(mtype: MetricType) -> Agg:
+    return Agg.SUM if mtype is MetricType.COUNTER else Agg.AVG
+
+
+def default_fill(mtype: MetricType) -> Fill:
+    return Fill.ZERO if mtype is MetricType.COUNTER else Fill.NULL
+
+
+class QueryService:
+    def __init__(self, storage: Storage, max_buckets: int = MAX_BUCKETS) -> None:
+        self.storage = storage
+        self.max_buckets = max_buckets
+
+    async def metric(self, name: str) -> Metric:
+        metric = await self.storage.get_metric(name.strip())
+        if metric is None:
+            raise NotFound(f"no metric named {name.strip()!r}")
+        return metric
+
+    async def series(self, q: SeriesQuery) -> Series:
+        if q.start >= q.end:
+            raise ValidationError(
+                "'from' must be earlier than 'to'",
+                [Detail("must be earlier than 'to'", field="from")],
+            )
+        try:
+            tz = zone(q.tz)
+        except ValueError as exc:
+            raise ValidationError(str(exc), [Detail(str(exc), field="tz")]) from None
+        starts = bucket_starts(q.interval, tz, q.start, q.end, self.max_buckets)
+        if len(starts) > self.max_buckets:
+            msg = (
+                f"the query would return more than {self.max_buckets:,} buckets; "
+                "shorten the range or choose a coarser interval"
+            )
+            raise ValidationError(msg, [Detail(msg, field="interval")])
+        metric = await self.metric(q.metric)
+        agg = q.agg or default_agg(metric.type)
+        fill = q.fill or default_fill(metric.type)
+
+        inner = starts[1:]
+        res = tiling_resolution(q.interval, tz, inner) if inner else Resolution.DAY
+        buckets: list[Cell | None] = [None] * len(starts)
+        need_sketch = agg.quantile is not None
+
+        def add(t: float, cell: Cell) -> None:
+            i = bisect_right(starts, t) - 1
+            current = buckets[i]
+            if current is None:
+                buckets[i] = cell
+            else:
+                current.merge(cell)
+
+        for span in plan(q.start, q.end, res):
+            if span.res is None:
+                raw: dict[int, list[float]] = {}
+                for t, v in await self.storage.read_points(metric.id, span.start, span.end):
+                    raw.setdefault(bisect_right(starts, t) - 1, []).append(v)
+                for i, values in raw.items():
+                    add(starts[i], Cell.of(values))
+            else:
+                cells = await self.storage.read_cells(
+                    metric.id, span.res, int(span.start), int(span.end), sketches=need_sketch
+                )
+                for t, cell in cells:
+                    add(t, cell)
+
+        points: list[tuple[int, float | None]] = []
+        for t, bucket in zip(starts, buckets, strict=True):
+            if bucket is not None and bucket.count:
+                points.append((t, bucket.value(agg)))
+            elif fill is Fill.ZERO:
+                points.append((t, 0.0))
+            elif fill is Fill.NULL:
+                points.append((t, None))
+        return Series(metric, q.interval, agg, q.tz, q.start, q.end, points)
+
+    async def list_metrics(
+        self, prefix: str, limit: int, cursor: str | None
+    ) -> tuple[list[Metric], str | None]:
+        if not 1 <= limit <= MAX_LIST:
+            raise ValidationError(
+                f"limit must be between 1 and {MAX_LIST}",
+                [Detail(f"must be between 1 and {MAX_LIST}", field="limit")],
+            )
+        after = decode_cursor(cursor) if cursor else None
+        found = await self.storage.list_metrics(prefix, after, limit + 1)
+        page = found[:limit]
+        next_cursor = encode_cursor(page[-1].name) if len(found) > limit else None
+        return page, next_cursor
+
+    async def delete(self, name: str) -> None:
+        if not await self.storage.delete_metric(name.strip()):
+            raise NotFound(f"no metric named {name.strip()!r}")
+
+
+def encode_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+    except (ValueError, UnicodeError, binascii.Error):
+        raise ValidationError(
+            "cursor is not one this service gave out", [Detail("is not valid", field="cursor")]
+        ) from None

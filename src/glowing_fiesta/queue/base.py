@@ -1,0 +1,51 @@
+"""The queue interface.
+
+Contracts:
+- `put(batch)` returns only when the batch is durable: committed to storage (inline
+  queue) or persisted by the broker (Redis). It raises `Unavailable` under backpressure
+  or when the broker is down, and `TypeConflict` when the inline writer rejects the batch.
+- `claim` hands the writer up to `max_points` points' worth of deliveries, waiting at
+  most `timeout` seconds for the first one.
+- `ack` settles deliveries once the writer committed them (with the per-delivery result
+  from storage); `nack` settles them as failed, leaving them to be retried where the
+  queue can redeliver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from glowing_fiesta.errors import GlowingFiestaError, TypeConflict
+from glowing_fiesta.model import PointBatch
+
+
+@dataclass(slots=True)
+class Delivery:
+    batch: PointBatch
+    # Redelivered entries must be de-duplicated by the writer; inline ones never are.
+    redeliverable: bool = False
+    token: object = field(default=None, repr=False)
+
+
+class Queue(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise `Unavailable` unless the queue answers now."""
+
+    async def put(self, batch: PointBatch) -> None: ...
+
+    async def claim(self, max_points: int, timeout: float) -> list[Delivery]: ...
+
+    async def ack(
+        self, deliveries: Sequence[Delivery], results: Sequence[TypeConflict | None]
+    ) -> None: ...
+
+    async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None: ...
+
+    def depth(self) -> int:
+        """Points waiting to be written (for /metrics and backpressure)."""

@@ -1,0 +1,77 @@
+"""Every GF_* setting, typed and validated: the only reader of the environment.
+
+Settings come from environment variables with the `GF_` prefix and an optional `.env`
+file in the working directory. A bad value stops start-up with a message that names
+the setting, e.g. "GF_RETENTION_DAYS: Input should be greater than 0".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///data/glowing-fiesta.db"
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot use; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GF_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    retention_days: int = Field(default=90, gt=0, le=36500)
+    rollup_retention_days: int = Field(default=3650, gt=0, le=36500)
+    rate_limit_per_minute: int = Field(default=6000, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    max_batch_points: int = Field(default=1000, gt=0, le=100_000)
+    clock_skew_seconds: int = Field(default=300, ge=0)
+    statsd_port: int | None = Field(default=None, ge=1, le=65535)
+    statsd_host: str = "127.0.0.1"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    # NORMAL loses at most the last commits on power loss (never on a process crash);
+    # FULL survives power loss too. SPEC §6: the default must say what it trades.
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=10)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    writer_max_points: int = Field(default=20_000, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}:
+            raise ValueError("must be a sqlite:///path, postgresql://, mysql:// or mariadb:// URL")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file the database URL names, or None for server databases."""
+        if not self.database_url.lower().startswith("sqlite:"):
+            return None
+        path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        return Path(path) if path and path != ":memory:" else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings once, at the edge; raise SettingsError naming each bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "GF_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None

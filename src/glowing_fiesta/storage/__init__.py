@@ -1,0 +1,1 @@
+"""Durable storage: tables, migrations and the engines behind one narrow interface."""

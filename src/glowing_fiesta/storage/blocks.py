@@ -1,0 +1,58 @@
+"""Pack a metric's raw points into one compressed block, and unpack it (pure).
+
+Layout (version 1): one version byte, then zlib of
+`n: uint32 | n x int64 time deltas in milliseconds | n x float64 values`, little-endian,
+points sorted by time. Delta-encoded times and repeated values (counters are mostly 1)
+compress to a few bytes a point. Times keep millisecond precision.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from array import array
+from collections.abc import Sequence
+
+_VERSION = 1
+_HEADER = struct.Struct("<I")
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def encode(points: Sequence[tuple[float, float]]) -> bytes:
+    """Pack (timestamp seconds, value) pairs; order does not matter."""
+    ordered = sorted(points)
+    times = array("q")
+    values = array("d")
+    prev = 0
+    for t, v in ordered:
+        ms = round(t * 1000)
+        times.append(ms - prev)
+        prev = ms
+        values.append(v)
+    if _BIG_ENDIAN:  # pragma: no cover - the format is little-endian on every host
+        times.byteswap()
+        values.byteswap()
+    body = _HEADER.pack(len(ordered)) + times.tobytes() + values.tobytes()
+    return bytes([_VERSION]) + zlib.compress(body, 1)
+
+
+def decode(data: bytes) -> list[tuple[float, float]]:
+    """Unpack a block into (timestamp seconds, value) pairs sorted by time."""
+    if not data or data[0] != _VERSION:
+        raise ValueError("unknown block format")
+    body = zlib.decompress(data[1:])
+    (n,) = _HEADER.unpack_from(body)
+    times = array("q")
+    values = array("d")
+    times.frombytes(body[4 : 4 + 8 * n])
+    values.frombytes(body[4 + 8 * n : 4 + 16 * n])
+    if _BIG_ENDIAN:  # pragma: no cover
+        times.byteswap()
+        values.byteswap()
+    out: list[tuple[float, float]] = []
+    ms = 0
+    for delta, v in zip(times, values, strict=True):
+        ms += delta
+        out.append((ms / 1000, v))
+    return out

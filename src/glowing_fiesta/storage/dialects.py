@@ -1,0 +1,89 @@
+"""Everything that differs between SQLite, PostgreSQL and MySQL/MariaDB, in one place.
+
+The rest of the storage package speaks SQLAlchemy Core; this module turns the plain
+URLs users write into driver URLs, tunes each engine on connect and builds the few
+statements whose syntax differs (upserts, insert-or-ignore).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Insert, Table, event
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Engine, make_url
+
+_DRIVERS = {
+    "sqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+
+
+def driver_url(url: str) -> URL:
+    """The SQLAlchemy URL, with our driver, for a plain `scheme://...` URL."""
+    parsed = make_url(url)
+    backend = parsed.drivername.split("+", 1)[0]
+    if backend not in _DRIVERS:
+        raise ValueError(f"unsupported database URL scheme {backend!r}")
+    out = parsed.set(drivername=_DRIVERS[backend])
+    if backend in {"mysql", "mariadb"}:
+        out = out.update_query_dict({"charset": "utf8mb4"})
+    return out
+
+
+def engine_options(url: URL, *, writer: bool, sqlite_synchronous: str) -> dict[str, Any]:
+    if url.get_backend_name() == "sqlite":
+        return {
+            "connect_args": {"check_same_thread": False, "timeout": 30},
+            "pool_size": 1 if writer else 4,
+            "max_overflow": 0 if writer else 8,
+        }
+    return {"pool_pre_ping": True, "pool_size": 2 if writer else 5}
+
+
+def configure(engine: Engine, *, writer: bool, sqlite_synchronous: str) -> None:
+    """Per-connection settings. SQLite: WAL, durability level, big cache, busy timeout,
+    and BEGIN IMMEDIATE for the writer so that two processes never deadlock upgrading
+    a read lock to a write lock."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's `begin` event emit BEGIN itself (pysqlite's own implicit
+        # transactions would begin too late and as DEFERRED).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+def upsert(engine: Engine, table: Table, keys: list[str], update: list[str]) -> Insert:
+    """INSERT that replaces `update` columns with the new row's values on a key clash."""
+    name = engine.dialect.name
+    if name == "mysql":
+        my = mysql.insert(table)
+        return my.on_duplicate_key_update({c: my.inserted[c] for c in update})
+    ins = (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
+    return ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in update})
+
+
+def insert_ignore(engine: Engine, table: Table) -> Insert:
+    """INSERT that silently skips rows whose unique key already exists."""
+    name = engine.dialect.name
+    if name == "mysql":
+        return mysql.insert(table).prefix_with("IGNORE")
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()

@@ -1,0 +1,52 @@
+"""Apply schema migrations (Alembic) to the database a URL names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from glowing_fiesta.storage.dialects import driver_url
+
+_SCRIPTS = Path(__file__).parent / "migrations"
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_SCRIPTS))
+    return cfg
+
+
+def _prepare(url: str) -> None:
+    parsed = driver_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision`; safe to run on an up-to-date database."""
+    _prepare(url)
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            cfg = _config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def is_current(url: str) -> bool:
+    """True when the database is at the newest migration."""
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    return current == ScriptDirectory.from_config(_config()).get_current_head()

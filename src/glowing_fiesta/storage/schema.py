@@ -1,0 +1,99 @@
+"""The tables, as SQLAlchemy Core metadata. Schema changes happen only through migrations.
+
+Raw points are stored in blocks (one row per metric, UTC day and write) holding packed
+arrays, because one row per point measured below the ingest goal on every engine.
+Rollups hold one row per metric, resolution and cell with what every aggregate needs.
+Times are Unix seconds as doubles: one representation on every engine.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+)
+from sqlalchemy.dialects import mysql
+
+metadata = MetaData()
+
+# Metric names and key names are case-sensitive; MySQL's default collations are not.
+_CaseSensitiveName = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+# Surrogate ids are BIGINT on server engines; SQLite only makes INTEGER PRIMARY KEY a rowid.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+_Blob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", _CaseSensitiveName, nullable=False, unique=True),
+    Column("type", String(8), nullable=False),
+    Column("stat_key", String(32), nullable=False, unique=True),
+    Column("created_at", Double, nullable=False),
+    Column("last_point_at", Double, nullable=True),
+)
+
+metric_points = Table(
+    "metric_points",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("metric_id", BigInteger, nullable=False),
+    Column("t_min", Double, nullable=False),
+    Column("t_max", Double, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("data", _Blob, nullable=False),
+    Index("ix_metric_points_metric_tmax", "metric_id", "t_max"),
+    Index("ix_metric_points_tmax", "t_max"),
+)
+
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("metric_id", BigInteger, primary_key=True, autoincrement=False),
+    Column(
+        "res",
+        SmallInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+    Column("sum", Double, nullable=False),
+    Column("min", Double, nullable=False),
+    Column("max", Double, nullable=False),
+    Column("sketch", _Blob, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", _CaseSensitiveName, nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", String(64), nullable=False),
+    Column("rate_limit", Integer, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("last_used_at", Double, nullable=True),
+    Column("revoked_at", Double, nullable=True),
+)
+
+# Queue entries already written: recorded in the same transaction as their points so
+# that a redelivered entry (a worker died before its ack) is never counted twice.
+processed_batches = Table(
+    "processed_batches",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("processed_at", Double, nullable=False),
+    Index("ix_processed_batches_at", "processed_at"),
+)

@@ -1,0 +1,546 @@
+"""The storage interface on SQLAlchemy Core, for every SQL engine we support.
+
+Writes run on one dedicated thread with one connection (a single writer per process,
+as SQLite needs and as group commit wants anyway); reads run on the default thread
+pool with pooled connections. Dialect differences are delegated to `dialects`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    create_engine,
+    delete,
+    func,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from glowing_fiesta.aggregate import Cell, fold
+from glowing_fiesta.errors import Detail, TypeConflict, Unavailable, ValidationError
+from glowing_fiesta.model import ApiKey, Metric, MetricType, Resolution, Scope
+from glowing_fiesta.sketch import Sketch
+from glowing_fiesta.storage import blocks, dialects
+from glowing_fiesta.storage.base import StorageStats, WriteItem
+from glowing_fiesta.storage.schema import (
+    api_keys,
+    metric_points,
+    metrics,
+    processed_batches,
+    rollups,
+)
+
+T = TypeVar("T")
+_CHUNK = 500  # keeps IN lists under every engine's parameter limit
+_DAY = 86400
+
+
+def _chunks(seq: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def _metric(row: Any) -> Metric:
+    return Metric(
+        id=row.id,
+        name=row.name,
+        type=MetricType(row.type),
+        stat_key=row.stat_key,
+        created_at=row.created_at,
+        last_point_at=row.last_point_at,
+    )
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        secret_hash=row.secret_hash,
+        scopes=frozenset(Scope(s) for s in row.scopes.split(",") if s),
+        rate_limit=row.rate_limit,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class SqlStorage:
+    """`Storage` on a SQL engine chosen by a plain database URL."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+        self.url = dialects.driver_url(url)
+        self._write_engine = create_engine(
+            self.url,
+            **dialects.engine_options(self.url, writer=True, sqlite_synchronous=sqlite_synchronous),
+        )
+        self._read_engine = create_engine(
+            self.url,
+            **dialects.engine_options(
+                self.url, writer=False, sqlite_synchronous=sqlite_synchronous
+            ),
+        )
+        dialects.configure(self._write_engine, writer=True, sqlite_synchronous=sqlite_synchronous)
+        dialects.configure(self._read_engine, writer=False, sqlite_synchronous=sqlite_synchronous)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gf-writer")
+        self._raw_reads = 0
+        self._cell_reads = 0
+
+    # -- plumbing -------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one transaction on the writer thread."""
+
+        def run() -> T:
+            with self._write_engine.begin() as conn:
+                return fn(conn)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        except OperationalError as exc:
+            raise Unavailable("the database is not accepting writes", 2) from exc
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self._read_engine.connect() as conn:
+                return fn(conn)
+
+        try:
+            return await asyncio.to_thread(run)
+        except OperationalError as exc:
+            raise Unavailable("the database does not answer", 2) from exc
+
+    async def open(self) -> None:
+        await self.ping()
+
+    async def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute(select(1)).scalar())
+
+    def stats(self) -> StorageStats:
+        return StorageStats(raw_reads=self._raw_reads, cell_reads=self._cell_reads)
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def apply(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
+        return await self._write(lambda conn: self._apply(conn, items))
+
+    def _apply(self, conn: Connection, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
+        now = time.time()
+        results: list[TypeConflict | None] = [None] * len(items)
+        done = self._already_applied(conn, [i.batch.batch_id for i in items if i.dedupe])
+        todo = [k for k, item in enumerate(items) if item.batch.batch_id not in done]
+
+        names = {p.metric for k in todo for p in items[k].batch.points}
+        known = self._metrics_by_name(conn, names)
+        # Decide types in arrival order, so that the first accepted batch that mentions
+        # a new metric fixes its type and later batches are checked against it.
+        types = {name: m.type for name, m in known.items()}
+        accepted: list[int] = []
+        for k in todo:
+            conflict = _conflict(items[k], types)
+            if conflict is not None:
+                results[k] = conflict
+                continue
+            for p in items[k].batch.points:
+                types.setdefault(p.metric, p.type)
+            accepted.append(k)
+
+        new = [
+            n for n in {p.metric for k in accepted for p in items[k].batch.points} if n not in known
+        ]
+        if new:
+            conn.execute(
+                dialects.insert_ignore(self._write_engine, metrics),
+                [
+                    {
+                        "name": n,
+                        "type": types[n].value,
+                        "stat_key": secrets.token_hex(16),
+                        "created_at": now,
+                    }
+                    for n in new
+                ],
+            )
+            known.update(self._metrics_by_name(conn, set(new)))
+            # Another process may have created one of them first with the other type.
+            raced = {n for n in new if known[n].type is not types[n]}
+            if raced:
+                survivors = []
+                for k in accepted:
+                    bad = _conflict(items[k], {n: known[n].type for n in raced})
+                    if bad is not None:
+                        results[k] = bad
+                    else:
+                        survivors.append(k)
+                accepted = survivors
+
+        per_metric: defaultdict[int, list[tuple[float, float]]] = defaultdict(list)
+        for k in accepted:
+            for p in items[k].batch.points:
+                per_metric[known[p.metric].id].append((p.timestamp, p.value))
+        if per_metric:
+            self._write_blocks(conn, per_metric)
+            self._write_rollups(conn, per_metric)
+            conn.execute(
+                update(metrics)
+                .where(metrics.c.id == bindparam("mid"))
+                .where(
+                    (metrics.c.last_point_at.is_(None)) | (metrics.c.last_point_at < bindparam("t"))
+                )
+                .values(last_point_at=bindparam("t")),
+                [{"mid": mid, "t": max(t for t, _ in pts)} for mid, pts in per_metric.items()],
+            )
+        dedupe = [items[k].batch.batch_id for k in todo if items[k].dedupe]
+        if dedupe:
+            conn.execute(
+                processed_batches.insert(), [{"batch_id": b, "processed_at": now} for b in dedupe]
+            )
+        return results
+
+    def _already_applied(self, conn: Connection, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            found.update(
+                conn.scalars(
+                    select(processed_batches.c.batch_id).where(
+                        processed_batches.c.batch_id.in_(chunk)
+                    )
+                )
+            )
+        return found
+
+    def _metrics_by_name(self, conn: Connection, names: set[str]) -> dict[str, Metric]:
+        out: dict[str, Metric] = {}
+        for chunk in _chunks(sorted(names)):
+            for row in conn.execute(select(metrics).where(metrics.c.name.in_(chunk))):
+                out[row.name] = _metric(row)
+        return out
+
+    def _write_blocks(
+        self, conn: Connection, per_metric: dict[int, list[tuple[float, float]]]
+    ) -> None:
+        rows = []
+        for mid, pts in per_metric.items():
+            by_day: defaultdict[int, list[tuple[float, float]]] = defaultdict(list)
+            for pt in pts:
+                by_day[int(pt[0] // _DAY)].append(pt)
+            for day_pts in by_day.values():
+                times = [t for t, _ in day_pts]
+                rows.append(
+                    {
+                        "metric_id": mid,
+                        "t_min": min(times),
+                        "t_max": max(times),
+                        "n": len(day_pts),
+                        "data": blocks.encode(day_pts),
+                    }
+                )
+        conn.execute(metric_points.insert(), rows)
+
+    def _write_rollups(
+        self, conn: Connection, per_metric: dict[int, list[tuple[float, float]]]
+    ) -> None:
+        fresh: dict[tuple[int, int, int], Cell] = {}
+        for mid, pts in per_metric.items():
+            for res, cells in fold(pts).items():
+                for start, cell in cells.items():
+                    fresh[(mid, int(res), start)] = cell
+        keys = list(fresh)
+        # Read-merge-write inside the write transaction: the sketch cannot be merged by
+        # SQL arithmetic, and the transaction holds the write lock while we merge.
+        for chunk in _chunks(keys):
+            stmt = select(rollups).where(
+                tuple_(rollups.c.metric_id, rollups.c.res, rollups.c.bucket).in_(chunk)
+            )
+            for mid, res, start, count, total, low, high, sketch in conn.execute(stmt):
+                fresh[(mid, res, start)].merge(
+                    Cell(count, total, low, high, Sketch.from_bytes(sketch))
+                )
+        conn.execute(
+            dialects.upsert(
+                self._write_engine,
+                rollups,
+                ["metric_id", "res", "bucket"],
+                ["count", "sum", "min", "max", "sketch"],
+            ),
+            [
+                {
+                    "metric_id": mid,
+                    "res": res,
+                    "bucket": start,
+                    "count": c.count,
+                    "sum": c.sum,
+                    "min": c.min,
+                    "max": c.max,
+                    "sketch": (c.sketch or Sketch()).to_bytes(),
+                }
+                for (mid, res, start), c in fresh.items()
+            ],
+        )
+
+    # -- metrics --------------------------------------------------------------------
+
+    async def get_metric(self, name: str) -> Metric | None:
+        def run(conn: Connection) -> Metric | None:
+            row = conn.execute(select(metrics).where(metrics.c.name == name)).first()
+            return _metric(row) if row else None
+
+        return await self._read(run)
+
+    async def get_metric_by_stat_key(self, stat_key: str) -> Metric | None:
+        def run(conn: Connection) -> Metric | None:
+            row = conn.execute(select(metrics).where(metrics.c.stat_key == stat_key)).first()
+            return _metric(row) if row else None
+
+        return await self._read(run)
+
+    async def list_metrics(self, prefix: str, after: str | None, limit: int) -> list[Metric]:
+        def run(conn: Connection) -> list[Metric]:
+            stmt = select(metrics).order_by(metrics.c.name).limit(limit)
+            if prefix:
+                # Range on the name instead of LIKE: no escaping of % and _, and the
+                # unique index on name serves it on every engine.
+                stmt = stmt.where(metrics.c.name >= prefix)
+            if after is not None:
+                stmt = stmt.where(metrics.c.name > after)
+            out = []
+            for row in conn.execute(stmt):
+                if not row.name.startswith(prefix):
+                    break
+                out.append(_metric(row))
+            return out
+
+        return await self._read(run)
+
+    async def delete_metric(self, name: str) -> bool:
+        def run(conn: Connection) -> bool:
+            mid = conn.scalar(select(metrics.c.id).where(metrics.c.name == name))
+            if mid is None:
+                return False
+            conn.execute(delete(metric_points).where(metric_points.c.metric_id == mid))
+            conn.execute(delete(rollups).where(rollups.c.metric_id == mid))
+            conn.execute(delete(metrics).where(metrics.c.id == mid))
+            return True
+
+        return await self._write(run)
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def read_cells(
+        self, metric_id: int, res: Resolution, start: int, end: int, *, sketches: bool
+    ) -> list[tuple[int, Cell]]:
+        cols = [rollups.c.bucket, rollups.c.count, rollups.c.sum, rollups.c.min, rollups.c.max]
+        if sketches:
+            cols.append(rollups.c.sketch)
+
+        def run(conn: Connection) -> list[tuple[int, Cell]]:
+            stmt = (
+                select(*cols)
+                .where(
+                    rollups.c.metric_id == metric_id,
+                    rollups.c.res == int(res),
+                    rollups.c.bucket >= start,
+                    rollups.c.bucket < end,
+                )
+                .order_by(rollups.c.bucket)
+            )
+            rows = conn.execute(stmt).all()
+            return [
+                (r[0], Cell(r[1], r[2], r[3], r[4], Sketch.from_bytes(r[5]) if sketches else None))
+                for r in rows
+            ]
+
+        self._cell_reads += 1
+        return await self._read(run)
+
+    async def read_points(
+        self, metric_id: int, start: float, end: float
+    ) -> list[tuple[float, float]]:
+        def run(conn: Connection) -> list[tuple[float, float]]:
+            stmt = select(metric_points.c.data).where(
+                metric_points.c.metric_id == metric_id,
+                metric_points.c.t_max >= start,
+                metric_points.c.t_min < end,
+            )
+            out = [
+                pt
+                for data in conn.scalars(stmt)
+                for pt in blocks.decode(data)
+                if start <= pt[0] < end
+            ]
+            out.sort()
+            return out
+
+        self._raw_reads += 1
+        return await self._read(run)
+
+    # -- keys -----------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        *,
+        name: str,
+        prefix: str,
+        secret_hash: str,
+        scopes: frozenset[Scope],
+        rate_limit: int | None,
+        now: float,
+    ) -> ApiKey:
+        def run(conn: Connection) -> ApiKey:
+            conn.execute(
+                api_keys.insert().values(
+                    name=name,
+                    prefix=prefix,
+                    secret_hash=secret_hash,
+                    scopes=",".join(sorted(s.value for s in scopes)),
+                    rate_limit=rate_limit,
+                    created_at=now,
+                )
+            )
+            return _key(conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).one())
+
+        try:
+            return await self._write(run)
+        except IntegrityError as exc:
+            raise ValidationError(
+                f"a key named {name!r} already exists", [Detail("name is taken", field="name")]
+            ) from exc
+
+    async def list_keys(self) -> list[ApiKey]:
+        return await self._read(
+            lambda conn: [_key(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.name))]
+        )
+
+    async def key_by_prefix(self, prefix: str) -> ApiKey | None:
+        def run(conn: Connection) -> ApiKey | None:
+            row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
+            return _key(row) if row else None
+
+        return await self._read(run)
+
+    async def revoke_keys(self, name_or_prefix: str, now: float) -> int:
+        def run(conn: Connection) -> int:
+            result = conn.execute(
+                update(api_keys)
+                .where((api_keys.c.name == name_or_prefix) | (api_keys.c.prefix == name_or_prefix))
+                .where(api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            return int(result.rowcount)
+
+        return await self._write(run)
+
+    async def touch_keys(self, last_used: dict[int, float]) -> None:
+        if not last_used:
+            return
+        rows = [{"kid": k, "t": t} for k, t in last_used.items()]
+        await self._write(
+            lambda conn: conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == bindparam("kid"))
+                .values(last_used_at=bindparam("t")),
+                rows,
+            )
+        )
+
+    # -- retention ------------------------------------------------------------------
+
+    async def delete_points_before(self, cutoff: float, limit: int) -> int:
+        def run(conn: Connection) -> int:
+            ids = list(
+                conn.scalars(
+                    select(metric_points.c.id).where(metric_points.c.t_max < cutoff).limit(limit)
+                )
+            )
+            if ids:
+                conn.execute(delete(metric_points).where(metric_points.c.id.in_(ids)))
+            conn.execute(delete(processed_batches).where(processed_batches.c.processed_at < cutoff))
+            return len(ids)
+
+        return await self._write(run)
+
+    async def delete_cells_before(self, res: Resolution, cutoff: float, limit: int) -> int:
+        def run(conn: Connection) -> int:
+            keys = conn.execute(
+                select(rollups.c.metric_id, rollups.c.bucket)
+                .where(rollups.c.res == int(res), rollups.c.bucket < cutoff)
+                .limit(limit)
+            ).all()
+            for chunk in _chunks([tuple(k) for k in keys]):
+                conn.execute(
+                    delete(rollups).where(
+                        rollups.c.res == int(res),
+                        tuple_(rollups.c.metric_id, rollups.c.bucket).in_(chunk),
+                    )
+                )
+            return len(keys)
+
+        return await self._write(run)
+
+    async def count_expired(
+        self, raw_cutoff: float, cell_cutoffs: dict[Resolution, float]
+    ) -> tuple[int, int]:
+        def run(conn: Connection) -> tuple[int, int]:
+            blocks = (
+                conn.scalar(
+                    select(func.count())
+                    .select_from(metric_points)
+                    .where(metric_points.c.t_max < raw_cutoff)
+                )
+                or 0
+            )
+            cells = 0
+            for res, cut in cell_cutoffs.items():
+                cells += (
+                    conn.scalar(
+                        select(func.count())
+                        .select_from(rollups)
+                        .where(rollups.c.res == int(res), rollups.c.bucket < cut)
+                    )
+                    or 0
+                )
+            return int(blocks), int(cells)
+
+        return await self._read(run)
+
+    async def count_points(self, metric_id: int | None = None) -> int:
+        """Raw points stored (all metrics, or one); for retention reports and tests."""
+
+        def run(conn: Connection) -> int:
+            stmt = select(func.coalesce(func.sum(metric_points.c.n), 0))
+            if metric_id is not None:
+                stmt = stmt.where(metric_points.c.metric_id == metric_id)
+            return int(conn.scalar(stmt) or 0)
+
+        return await self._read(run)
+
+
+def _conflict(item: WriteItem, types: dict[str, MetricType]) -> TypeConflict | None:
+    details = [
+        Detail(
+            f"metric {p.metric!r} is a {types[p.metric].value}, not a {p.type.value}",
+            field="metric",
+            index=i,
+        )
+        for i, p in enumerate(item.batch.points)
+        if p.metric in types and types[p.metric] is not p.type
+    ]
+    if not details:
+        return None
+    return TypeConflict(details[0].message, details)

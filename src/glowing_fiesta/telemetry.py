@@ -1,0 +1,61 @@
+"""The service's own Prometheus metrics, defined in one place.
+
+Each process has its own registry object so that tests and several in-process apps do
+not share counters; `/metrics` renders the registry of the process that answers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gf_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "gf_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.points_ingested = Counter(
+            "gf_points_ingested", "Points acknowledged, by metric type.", ["type"], registry=r
+        )
+        self.queue_depth = Gauge("gf_queue_depth", "Points waiting for the writer.", registry=r)
+        self.writer_batch_points = Histogram(
+            "gf_writer_batch_points",
+            "Points per writer commit.",
+            buckets=(1, 10, 100, 1000, 5000, 10000, 20000, 50000),
+            registry=r,
+        )
+        self.writer_seconds = Histogram(
+            "gf_writer_commit_seconds",
+            "Writer commit latency.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.writer_errors = Counter("gf_writer_errors", "Writer commits that failed.", registry=r)
+        self.rate_limited = Counter(
+            "gf_rate_limited", "Requests rejected by the rate limiter.", registry=r
+        )
+        self.limiter_errors = Counter(
+            "gf_rate_limiter_errors",
+            "Rate limiter backend failures (requests let through).",
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            "gf_retention_deleted_blocks", "Raw point blocks deleted by retention.", registry=r
+        )
+        self.statsd_lines = Counter(
+            "gf_statsd_lines", "StatsD lines received, by outcome.", ["outcome"], registry=r
+        )

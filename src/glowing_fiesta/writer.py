@@ -1,0 +1,90 @@
+"""The writer: claim from the queue → storage.apply (one transaction) → ack.
+
+The loop has a fixed shape: stop event, claim with a timeout, one commit, settle, one
+logged catch-all. A failed commit is never acknowledged: inline waiters get a 503 and
+redeliverable entries stay pending in the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import structlog
+
+from glowing_fiesta.errors import GlowingFiestaError, Unavailable
+from glowing_fiesta.queue.base import Delivery, Queue
+from glowing_fiesta.storage.base import Storage, WriteItem
+from glowing_fiesta.telemetry import Telemetry
+
+log = structlog.get_logger(__name__)
+
+
+class Writer:
+    def __init__(
+        self,
+        queue: Queue,
+        storage: Storage,
+        telemetry: Telemetry,
+        *,
+        max_points: int = 20_000,
+        idle_timeout: float = 1.0,
+    ) -> None:
+        self.queue = queue
+        self.storage = storage
+        self.telemetry = telemetry
+        self.max_points = max_points
+        self.idle_timeout = idle_timeout
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Write until `stop()`; then drain what was already claimed and return."""
+        while not self._stop.is_set():
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must survive anything one batch does
+                log.exception("writer_step_failed")
+                await asyncio.sleep(0.5)
+
+    async def step(self) -> int:
+        """Claim and write one group; returns the number of points written."""
+        deliveries = await self.queue.claim(self.max_points, self.idle_timeout)
+        self.telemetry.queue_depth.set(self.queue.depth())
+        if not deliveries:
+            return 0
+        return await self.write(deliveries)
+
+    async def write(self, deliveries: list[Delivery]) -> int:
+        items = [WriteItem(d.batch, dedupe=d.redeliverable) for d in deliveries]
+        points = sum(len(d.batch.points) for d in deliveries)
+        started = time.perf_counter()
+        try:
+            results = await self.storage.apply(items)
+        except GlowingFiestaError as exc:
+            self.telemetry.writer_errors.inc()
+            log.warning("writer_commit_failed", error=exc.message, points=points)
+            await self.queue.nack(deliveries, exc)
+            return 0
+        except Exception as exc:
+            self.telemetry.writer_errors.inc()
+            log.exception("writer_commit_failed", points=points)
+            await self.queue.nack(
+                deliveries, Unavailable(f"the write failed ({exc.__class__.__name__}); retry", 1)
+            )
+            return 0
+        self.telemetry.writer_seconds.observe(time.perf_counter() - started)
+        self.telemetry.writer_batch_points.observe(points)
+        await self.queue.ack(deliveries, results)
+        by_type: Counter[str] = Counter()
+        for delivery, result in zip(deliveries, results, strict=True):
+            if result is None:
+                by_type.update(p.type.value for p in delivery.batch.points)
+        for mtype, n in by_type.items():
+            self.telemetry.points_ingested.labels(mtype).inc(n)
+        return sum(by_type.values())
