@@ -179,7 +179,8 @@ def encode_cursor(name: str) -> str:
 def decode_cursor(cursor: str) -> str:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        return raw.decode("utf-8")
     except (ValueError, UnicodeError, binascii.Error):
         raise ValidationError(
             "cursor is not one this service gave out", [Detail("is not valid", field="cursor")]

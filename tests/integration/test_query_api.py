@@ -1,0 +1,169 @@
+"""Query parameters, formats and the metric catalogue over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from datetime import UTC, datetime
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import KeyMaker, bearer
+
+
+@pytest.fixture
+def loaded(client: TestClient, make_key: KeyMaker) -> tuple[str, int]:
+    key = make_key(scopes="write,read,admin")
+    hour = (int(time.time()) // 3600 - 3) * 3600
+    points = [
+        {"metric": "lat", "type": "value", "value": float(v), "timestamp": hour + 60 * i}
+        for i, v in enumerate([5, 1, 9, 3, 7, 2])
+    ]
+    points += [
+        {"metric": "hits", "type": "counter", "timestamp": hour + 3600 + i} for i in range(4)
+    ]
+    r = client.post("/api/metrics/batch", json={"points": points}, headers=bearer(key))
+    assert r.status_code == 202
+    return key, hour
+
+
+def test_csv_and_json_give_the_same_numbers(client: TestClient, loaded: tuple[str, int]) -> None:
+    key, hour = loaded
+    params = {"from": hour, "to": hour + 3 * 3600, "interval": "hour", "tz": "America/New_York"}
+    for agg in ["avg", "max", "p50", "count"]:
+        js = client.get(
+            "/api/metrics/lat", params={**params, "agg": agg}, headers=bearer(key)
+        ).json()
+        r = client.get(
+            "/api/metrics/lat", params={**params, "agg": agg, "format": "csv"}, headers=bearer(key)
+        )
+        assert r.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(r.text)))
+        assert [int(datetime.fromisoformat(row["t"]).timestamp()) for row in rows] == [
+            p["t"] for p in js["points"]
+        ]
+        assert [float(row["value"]) if row["value"] else None for row in rows] == [
+            p["value"] for p in js["points"]
+        ]
+        # ISO 8601 with the zone's offset (New York is -05:00 or -04:00).
+        assert rows[0]["t"].endswith(("-05:00", "-04:00"))
+
+
+def test_accept_text_csv_selects_csv(client: TestClient, loaded: tuple[str, int]) -> None:
+    key, hour = loaded
+    r = client.get(
+        "/api/metrics/hits",
+        params={"from": hour, "to": hour + 7200},
+        headers={**bearer(key), "Accept": "text/csv"},
+    )
+    assert r.text.splitlines()[0] == "t,value"
+    assert r.text.splitlines()[1:] == [
+        f"{datetime.fromtimestamp(hour, UTC).isoformat()},0",
+        f"{datetime.fromtimestamp(hour + 3600, UTC).isoformat()},4",
+    ]
+
+
+def test_json_shape(client: TestClient, loaded: tuple[str, int]) -> None:
+    key, hour = loaded
+    body = client.get(
+        "/api/metrics/lat",
+        params={"from": hour, "to": hour + 3600, "agg": "p90"},
+        headers=bearer(key),
+    ).json()
+    assert body == {
+        "metric": "lat",
+        "type": "value",
+        "interval": "hour",
+        "agg": "p90",
+        "tz": "UTC",
+        "from": hour,
+        "to": hour + 3600,
+        "points": [{"t": hour, "value": pytest.approx(7, rel=0.01)}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"interval": "fortnight"}, "interval"),
+        ({"agg": "median"}, "agg"),
+        ({"fill": "previous"}, "fill"),
+        ({"tz": "Mars/Olympus_Mons"}, "tz"),
+        ({"from": "yesterday"}, "from"),
+        ({"to": "2024-01-01T00:00:00"}, "to"),
+        ({"from": 2000, "to": 1000}, "from"),
+        ({"format": "xml"}, "format"),
+        ({"from": 0, "to": 86400 * 8, "interval": "minute"}, "interval"),
+    ],
+)
+def test_bad_parameters_are_422_naming_the_parameter(
+    client: TestClient, loaded: tuple[str, int], params: dict[str, object], field: str
+) -> None:
+    key, _ = loaded
+    r = client.get("/api/metrics/lat", params=params, headers=bearer(key))
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "validation_error"
+    assert err["details"][0]["field"] == field
+    if field == "interval" and "from" in params:
+        assert "10,000 buckets" in err["message"]
+
+
+def test_unknown_metric_is_404(client: TestClient, loaded: tuple[str, int]) -> None:
+    key, _ = loaded
+    r = client.get("/api/metrics/nope", headers=bearer(key))
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+    assert client.get("/api/series", headers=bearer(key)).status_code == 422
+
+
+def test_list_metrics_pages_with_an_opaque_cursor(client: TestClient, make_key: KeyMaker) -> None:
+    key = make_key()
+    names = [f"svc.{i:02d}" for i in range(7)] + ["other", "svc_x", "svd"]
+    client.post(
+        "/api/metrics/batch",
+        headers=bearer(key),
+        json={"points": [{"metric": n, "type": "counter"} for n in names]},
+    )
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"prefix": "svc.", "limit": 3} | ({"cursor": cursor} if cursor else {})
+        body = client.get("/api/metrics", params=params, headers=bearer(key)).json()
+        seen += [m["name"] for m in body["metrics"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"svc.{i:02d}" for i in range(7)]
+    everything = client.get("/api/metrics", headers=bearer(key)).json()["metrics"]
+    assert {m["name"] for m in everything} == set(names)
+    entry = everything[0]
+    assert set(entry) == {"name", "type", "stat_key", "created_at", "last_point_at"}
+    assert len({m["stat_key"] for m in everything}) == len(names)
+    for bad in [{"limit": 0}, {"limit": 1001}, {"limit": "ten"}, {"cursor": "%%%"}]:
+        r = client.get("/api/metrics", params=bad, headers=bearer(key))
+        assert r.status_code == 422, bad
+
+
+def test_delete_needs_admin_and_removes_everything(
+    client: TestClient, loaded: tuple[str, int], make_key: KeyMaker
+) -> None:
+    admin, hour = loaded
+    plain = make_key()
+    assert client.delete("/api/metrics/lat", headers=bearer(plain)).status_code == 403
+    r = client.delete("/api/metrics/lat", headers=bearer(admin))
+    assert r.status_code == 204
+    assert client.get("/api/metrics/lat", headers=bearer(admin)).status_code == 404
+    assert client.delete("/api/metrics/lat", headers=bearer(admin)).status_code == 404
+    # A new write re-creates it, with a new type if need be and none of the old data.
+    r = client.post(
+        "/api/metrics/counter", json={"metric": "lat", "timestamp": hour + 5}, headers=bearer(admin)
+    )
+    assert r.status_code == 202
+    body = client.get(
+        "/api/metrics/lat", params={"from": hour, "to": hour + 3600}, headers=bearer(admin)
+    ).json()
+    assert body["type"] == "counter"
+    assert body["points"] == [{"t": hour, "value": 1}]
