@@ -8,6 +8,7 @@ import uuid
 from bisect import bisect_right
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -147,7 +148,7 @@ def test_long_hourly_query_reads_only_rollups(storage: SqlStorage) -> None:
 
 
 def test_unaligned_edges_read_only_sub_minute_slivers(storage: SqlStorage) -> None:
-    write(storage, "edges", MetricType.COUNTER, [(T0 + i, 1.0) for i in range(0, 7200)])
+    write(storage, "edges", MetricType.COUNTER, [(T0 + i, 1.0) for i in range(7200)])
     before = storage.stats()
     series = asyncio.run(
         QueryService(storage).series(
@@ -181,9 +182,7 @@ def test_dst_days_are_23_and_25_hours(storage: SqlStorage) -> None:
         )
         starts = [t for t, _ in series.points][:3]
         assert [datetime.fromtimestamp(t, berlin).hour for t in starts] == [0, 0, 0]
-        assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == [
-            d * 3600 for d in day_lengths[:2]
-        ]
+        assert [b - a for a, b in pairwise(starts)] == [d * 3600 for d in day_lengths[:2]]
         assert [v for _, v in series.points][:2] == day_lengths[:2]
 
 

@@ -1,0 +1,172 @@
+"""The storage contract (storage/base.py), the same on every engine."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from glowing_fiesta.errors import TypeConflict, ValidationError
+from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution, Scope
+from glowing_fiesta.storage.base import WriteItem
+from glowing_fiesta.storage.dialects import driver_url
+from glowing_fiesta.storage.schema import metadata
+from glowing_fiesta.storage.sql import SqlStorage
+
+T = TypeVar("T")
+DAY = 86400
+T0 = 1_700_000_000 // DAY * DAY
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def batch(*points: tuple[str, MetricType, float, float], batch_id: str | None = None) -> PointBatch:
+    return PointBatch(batch_id or uuid.uuid4().hex, [Point(*p) for p in points])
+
+
+C, V = MetricType.COUNTER, MetricType.VALUE
+
+
+def test_apply_creates_metrics_and_writes_points_and_cells(store: SqlStorage) -> None:
+    assert run(
+        store.apply(
+            [WriteItem(batch(("a", C, 1, T0 + 5), ("a", C, 2, T0 + 65), ("b", V, 7.5, T0 + 5)))]
+        )
+    ) == [None]
+    a = run(store.get_metric("a"))
+    assert a is not None
+    assert a.type is C
+    assert a.last_point_at == T0 + 65
+    assert len(a.stat_key) == 32
+    assert run(store.read_points(a.id, T0, T0 + DAY)) == [(T0 + 5, 1), (T0 + 65, 2)]
+    minute = run(store.read_cells(a.id, Resolution.MINUTE, T0, T0 + DAY, sketches=True))
+    assert [(t, c.count, c.sum) for t, c in minute] == [(T0, 1, 1), (T0 + 60, 1, 2)]
+    day = run(store.read_cells(a.id, Resolution.DAY, T0, T0 + DAY, sketches=False))
+    assert [(t, c.count, c.sum, c.min, c.max) for t, c in day] == [(T0, 2, 3, 1, 2)]
+
+
+def test_cells_merge_across_transactions(store: SqlStorage) -> None:
+    for v in (3.0, 1.0, 5.0):
+        run(store.apply([WriteItem(batch(("m", V, v, T0 + 10)))]))
+    m = run(store.get_metric("m"))
+    assert m is not None
+    ((t, cell),) = run(store.read_cells(m.id, Resolution.HOUR, T0, T0 + 3600, sketches=True))
+    assert (t, cell.count, cell.sum, cell.min, cell.max) == (T0, 3, 9, 1, 5)
+    assert cell.sketch is not None
+    assert cell.sketch.quantile(0.5) == pytest.approx(3, rel=0.01)
+
+
+def test_a_conflicting_batch_is_rejected_whole_and_others_are_written(store: SqlStorage) -> None:
+    run(store.apply([WriteItem(batch(("x", C, 1, T0)))]))
+    results = run(
+        store.apply(
+            [
+                WriteItem(batch(("y", C, 1, T0), ("x", V, 1, T0))),
+                WriteItem(batch(("z", V, 2, T0))),
+                WriteItem(batch(("z", C, 2, T0))),  # z was fixed as a value by the batch before
+            ]
+        )
+    )
+    assert results[1] is None
+    assert isinstance(results[0], TypeConflict)
+    assert results[0].details[0].index == 1
+    assert isinstance(results[2], TypeConflict)
+    assert run(store.get_metric("y")) is None
+    z = run(store.get_metric("z"))
+    assert z is not None
+    assert z.type is V
+
+
+def test_redelivered_batches_are_applied_once(store: SqlStorage) -> None:
+    item = WriteItem(batch(("once", C, 1, T0), batch_id="entry-1"), dedupe=True)
+    run(store.apply([item]))
+    run(store.apply([item, WriteItem(batch(("once", C, 1, T0)))]))
+    m = run(store.get_metric("once"))
+    assert m is not None
+    assert run(store.count_points(m.id)) == 2
+
+
+def test_list_metrics_by_prefix_after_name(store: SqlStorage) -> None:
+    names = ["a%", "a_b", "ab", "abc", "b", "A"]
+    run(store.apply([WriteItem(batch(*[(n, C, 1, T0) for n in names]))]))
+    assert [m.name for m in run(store.list_metrics("a", None, 10))] == ["a%", "a_b", "ab", "abc"]
+    assert [m.name for m in run(store.list_metrics("a", "a_b", 10))] == ["ab", "abc"]
+    assert [m.name for m in run(store.list_metrics("", None, 2))] == ["A", "a%"]
+    assert [m.name for m in run(store.list_metrics("a%", None, 10))] == ["a%"]
+
+
+def test_delete_metric_removes_points_and_cells(store: SqlStorage) -> None:
+    run(store.apply([WriteItem(batch(("gone", C, 1, T0), ("kept", C, 1, T0)))]))
+    gone = run(store.get_metric("gone"))
+    assert gone is not None
+    assert run(store.delete_metric("gone")) is True
+    assert run(store.delete_metric("gone")) is False
+    assert run(store.get_metric("gone")) is None
+    assert run(store.read_points(gone.id, 0, T0 * 2)) == []
+    assert run(store.read_cells(gone.id, Resolution.MINUTE, 0, T0 * 2, sketches=False)) == []
+    assert run(store.get_metric("kept")) is not None
+
+
+def test_keys_create_lookup_revoke(store: SqlStorage) -> None:
+    key = run(
+        store.create_key(
+            name="ci",
+            prefix="gf_AAAAAAAA",
+            secret_hash="h" * 64,
+            scopes=frozenset({Scope.WRITE}),
+            rate_limit=10,
+            now=T0,
+        )
+    )
+    assert key.active
+    assert run(store.key_by_prefix("gf_AAAAAAAA")) == key
+    with pytest.raises(ValidationError):
+        run(
+            store.create_key(
+                name="ci",
+                prefix="gf_BBBBBBBB",
+                secret_hash="h" * 64,
+                scopes=frozenset({Scope.READ}),
+                rate_limit=None,
+                now=T0,
+            )
+        )
+    run(store.touch_keys({key.id: T0 + 5}))
+    assert run(store.revoke_keys("gf_AAAAAAAA", T0 + 9)) == 1
+    assert run(store.revoke_keys("ci", T0 + 9)) == 0  # already revoked
+    (listed,) = run(store.list_keys())
+    assert (listed.last_used_at, listed.revoked_at, listed.active) == (T0 + 5, T0 + 9, False)
+
+
+def test_retention_deletes_old_blocks_and_cells_in_chunks(store: SqlStorage) -> None:
+    for day in range(5):
+        run(store.apply([WriteItem(batch(("r", C, 1, T0 + day * DAY)))]))
+    cutoff = T0 + 2 * DAY
+    cells = {Resolution.MINUTE: cutoff, Resolution.HOUR: 0, Resolution.DAY: 0}
+    assert run(store.count_expired(cutoff, cells)) == (2, 2)
+    assert run(store.delete_points_before(cutoff, 1)) == 1
+    assert run(store.delete_points_before(cutoff, 10)) == 1
+    assert run(store.delete_points_before(cutoff, 10)) == 0
+    assert run(store.delete_cells_before(Resolution.MINUTE, cutoff, 10)) == 2
+    m = run(store.get_metric("r"))
+    assert m is not None
+    assert run(store.count_points(m.id)) == 3
+    assert len(run(store.read_cells(m.id, Resolution.DAY, 0, T0 * 2, sketches=False))) == 5
+
+
+def test_models_and_migrations_agree(engine_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_engine(driver_url(engine_url), poolclass=NullPool)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
