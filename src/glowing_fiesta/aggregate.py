@@ -74,16 +74,3 @@ def fold(points: Iterable[tuple[float, float]]) -> dict[Resolution, dict[int, Ce
         out[res] = {start: Cell.of(values) for start, values in coarse.items()}
     return out
 
-
-def exact(values: Sequence[float], agg: Agg) -> float | None:
-    """The exact aggregate of raw values, with the same percentile rank as the sketch.
-
-    Used where a query reads raw points (partial cells at the edges of a range).
-    """
-    if not values:
-        return None
-    q = agg.quantile
-    if q is None:
-        return Cell(len(values), sum(values), min(values), max(values)).value(agg)
-    ordered = sorted(values)
-    return ordered[int(q * (len(ordered) - 1))]

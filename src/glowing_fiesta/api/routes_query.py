@@ -97,9 +97,11 @@ def series_csv(series: Series) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-async def _answer_series(request: Request, metric: str) -> Response:
+async def _answer_series(request: Request, metric: str | None) -> Response:
     services = services_of(request)
     await services.auth.request(request, Scope.READ)
+    if not metric:
+        raise _invalid("metric", "is required")
     query, fmt = _series_query(request, metric)
     series = await services.query.series(query)
     headers = request.state.ratelimit_headers
@@ -113,10 +115,7 @@ async def get_series(request: Request) -> Response:
 
 
 async def get_series_by_param(request: Request) -> Response:
-    name = request.query_params.get("metric")
-    if not name:
-        raise _invalid("metric", "is required")
-    return await _answer_series(request, name)
+    return await _answer_series(request, request.query_params.get("metric"))
 
 
 def _metric_json(m: Metric) -> dict[str, object]:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Insert, Table, event
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 _DRIVERS = {
     "sqlite": "sqlite+pysqlite",
@@ -34,14 +35,40 @@ def driver_url(url: str) -> URL:
     return out
 
 
-def engine_options(url: URL, *, writer: bool, sqlite_synchronous: str) -> dict[str, Any]:
+def engine_options(url: URL, *, writer: bool) -> dict[str, Any]:
     if url.get_backend_name() == "sqlite":
         return {
             "connect_args": {"check_same_thread": False, "timeout": 30},
             "pool_size": 1 if writer else 4,
             "max_overflow": 0 if writer else 8,
         }
-    return {"pool_pre_ping": True, "pool_size": 2 if writer else 5}
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": 1 if writer else 5,
+        "max_overflow": 0 if writer else 10,
+        "pool_recycle": 3600,
+    }
+    if writer:
+        # Each statement sees what committed before it. The writer reads rollup cells
+        # after taking the metric's row lock; under MySQL's default REPEATABLE READ
+        # that read would come from an older snapshot and lose another worker's update.
+        options["isolation_level"] = "READ COMMITTED"
+    options["connect_args"] = {"connect_timeout": 5}  # fail fast: /ready and 503s need it
+    return options
+
+
+# Deadlock victims and serialisation failures: the transaction was rolled back whole.
+_RETRY_SQLSTATES = {"40P01", "40001"}
+_RETRY_MYSQL_CODES = {1213, 1205}
+
+
+def is_retryable(exc: DBAPIError) -> bool:
+    """True when the engine rolled the transaction back and running it again is safe."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _RETRY_MYSQL_CODES
 
 
 def configure(engine: Engine, *, writer: bool, sqlite_synchronous: str) -> None:

@@ -16,7 +16,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    SmallInteger,
     String,
     Table,
 )
@@ -62,7 +61,7 @@ rollups = Table(
     Column("metric_id", BigInteger, primary_key=True, autoincrement=False),
     Column(
         "res",
-        SmallInteger().with_variant(Integer(), "sqlite"),
+        Integer(),
         primary_key=True,
         autoincrement=False,
     ),
@@ -88,12 +87,15 @@ api_keys = Table(
     Column("revoked_at", Double, nullable=True),
 )
 
-# Queue entries already written: recorded in the same transaction as their points so
-# that a redelivered entry (a worker died before its ack) is never counted twice.
+# Queue entries already written: claimed first thing in the transaction that writes their
+# points, so that a redelivered entry (a worker died before its ack, or two workers race
+# for it) is written once: the loser's claim waits on the winner's row, then finds it
+# taken. `txn` tells the claiming transaction which claims are its own.
 processed_batches = Table(
     "processed_batches",
     metadata,
     Column("batch_id", String(64), primary_key=True),
+    Column("txn", String(32), nullable=False),
     Column("processed_at", Double, nullable=False),
     Index("ix_processed_batches_at", "processed_at"),
 )

@@ -25,7 +25,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from glowing_fiesta.aggregate import Cell, fold
 from glowing_fiesta.errors import Detail, TypeConflict, Unavailable, ValidationError
@@ -43,6 +43,7 @@ from glowing_fiesta.storage.schema import (
 
 T = TypeVar("T")
 _CHUNK = 500  # keeps IN lists under every engine's parameter limit
+_RETRIES = 5
 _DAY = 86400
 
 
@@ -83,13 +84,11 @@ class SqlStorage:
         self.url = dialects.driver_url(url)
         self._write_engine = create_engine(
             self.url,
-            **dialects.engine_options(self.url, writer=True, sqlite_synchronous=sqlite_synchronous),
+            **dialects.engine_options(self.url, writer=True),
         )
         self._read_engine = create_engine(
             self.url,
-            **dialects.engine_options(
-                self.url, writer=False, sqlite_synchronous=sqlite_synchronous
-            ),
+            **dialects.engine_options(self.url, writer=False),
         )
         dialects.configure(self._write_engine, writer=True, sqlite_synchronous=sqlite_synchronous)
         dialects.configure(self._read_engine, writer=False, sqlite_synchronous=sqlite_synchronous)
@@ -100,11 +99,22 @@ class SqlStorage:
     # -- plumbing -------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` in one transaction on the writer thread."""
+        """Run `fn` in one transaction on the writer thread.
+
+        A transaction chosen as a deadlock victim (two workers writing overlapping
+        metrics on a server engine) is rolled back whole, so running it again is safe.
+        """
 
         def run() -> T:
-            with self._write_engine.begin() as conn:
-                return fn(conn)
+            for attempt in range(_RETRIES):
+                try:
+                    with self._write_engine.begin() as conn:
+                        return fn(conn)
+                except DBAPIError as exc:
+                    if attempt == _RETRIES - 1 or not dialects.is_retryable(exc):
+                        raise
+                    time.sleep(0.01 * (attempt + 1))
+            raise AssertionError("unreachable")  # pragma: no cover
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._writer, run)
@@ -143,8 +153,8 @@ class SqlStorage:
     def _apply(self, conn: Connection, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
         now = time.time()
         results: list[TypeConflict | None] = [None] * len(items)
-        done = self._already_applied(conn, [i.batch.batch_id for i in items if i.dedupe])
-        todo = [k for k, item in enumerate(items) if item.batch.batch_id not in done]
+        mine = self._claim_batches(conn, [i.batch.batch_id for i in items if i.dedupe], now)
+        todo = [k for k, item in enumerate(items) if not item.dedupe or item.batch.batch_id in mine]
 
         names = {p.metric for k in todo for p in items[k].batch.points}
         known = self._metrics_by_name(conn, names)
@@ -161,9 +171,8 @@ class SqlStorage:
                 types.setdefault(p.metric, p.type)
             accepted.append(k)
 
-        new = [
-            n for n in {p.metric for k in accepted for p in items[k].batch.points} if n not in known
-        ]
+        # Sorted, so that concurrent writers take unique-index locks in one order.
+        new = sorted({p.metric for k in accepted for p in items[k].batch.points} - known.keys())
         if new:
             conn.execute(
                 dialects.insert_ignore(self._write_engine, metrics),
@@ -195,6 +204,15 @@ class SqlStorage:
             for p in items[k].batch.points:
                 per_metric[known[p.metric].id].append((p.timestamp, p.value))
         if per_metric:
+            # Row locks on the metrics, in id order, serialise writers of the same metric
+            # for the read-merge-write of its cells (a no-op on SQLite, whose write
+            # transaction already excludes every other writer).
+            conn.execute(
+                select(metrics.c.id)
+                .where(metrics.c.id.in_(sorted(per_metric)))
+                .order_by(metrics.c.id)
+                .with_for_update()
+            )
             self._write_blocks(conn, per_metric)
             self._write_rollups(conn, per_metric)
             conn.execute(
@@ -206,24 +224,27 @@ class SqlStorage:
                 .values(last_point_at=bindparam("t")),
                 [{"mid": mid, "t": max(t for t, _ in pts)} for mid, pts in per_metric.items()],
             )
-        dedupe = [items[k].batch.batch_id for k in todo if items[k].dedupe]
-        if dedupe:
-            conn.execute(
-                processed_batches.insert(), [{"batch_id": b, "processed_at": now} for b in dedupe]
-            )
         return results
 
-    def _already_applied(self, conn: Connection, ids: list[str]) -> set[str]:
-        found: set[str] = set()
+    def _claim_batches(self, conn: Connection, ids: list[str], now: float) -> set[str]:
+        """Claim batch ids for this transaction; ids claimed before are not ours."""
+        if not ids:
+            return set()
+        txn = secrets.token_hex(16)
+        conn.execute(
+            dialects.insert_ignore(self._write_engine, processed_batches),
+            [{"batch_id": b, "txn": txn, "processed_at": now} for b in sorted(ids)],
+        )
+        mine: set[str] = set()
         for chunk in _chunks(ids):
-            found.update(
+            mine.update(
                 conn.scalars(
                     select(processed_batches.c.batch_id).where(
-                        processed_batches.c.batch_id.in_(chunk)
+                        processed_batches.c.batch_id.in_(chunk), processed_batches.c.txn == txn
                     )
                 )
             )
-        return found
+        return mine
 
     def _metrics_by_name(self, conn: Connection, names: set[str]) -> dict[str, Metric]:
         out: dict[str, Metric] = {}

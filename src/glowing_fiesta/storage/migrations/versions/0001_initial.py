@@ -51,7 +51,7 @@ def upgrade() -> None:
         sa.Column("metric_id", sa.BigInteger(), nullable=False, autoincrement=False),
         sa.Column(
             "res",
-            sa.SmallInteger().with_variant(sa.Integer(), "sqlite"),
+            sa.Integer(),
             nullable=False,
             autoincrement=False,
         ),
@@ -80,6 +80,7 @@ def upgrade() -> None:
     op.create_table(
         "processed_batches",
         sa.Column("batch_id", sa.String(64), primary_key=True),
+        sa.Column("txn", sa.String(32), nullable=False),
         sa.Column("processed_at", sa.Double(), nullable=False),
     )
     op.create_index("ix_processed_batches_at", "processed_batches", ["processed_at"])
