@@ -8,6 +8,7 @@ under CI=true, where a missing service fails the run.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,8 +38,7 @@ def unavailable(what: str, exc: BaseException) -> None:
 def server_database(admin_url: str) -> Iterator[str]:
     """A new, migrated database on a PostgreSQL or MariaDB server; dropped at exit."""
     name = f"gf_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(driver_url(admin_url), poolclass=NullPool,
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(driver_url(admin_url), poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f"CREATE DATABASE {name}"))
@@ -77,3 +77,40 @@ def redis_prefix() -> Iterator[tuple[str, str]]:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@contextmanager
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server of our own on a free port, for tests that take Redis away."""
+    import shutil
+    import socket
+    import time
+
+    import redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        unavailable("redis-server", FileNotFoundError("redis-server is not installed"))
+    assert exe is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield url, proc
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)

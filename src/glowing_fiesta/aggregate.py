@@ -67,10 +67,9 @@ def fold(points: Iterable[tuple[float, float]]) -> dict[Resolution, dict[int, Ce
         by_minute[int(t // 60) * 60].append(v)
     minute_cells = {start: Cell.of(values) for start, values in by_minute.items()}
     out: dict[Resolution, dict[int, Cell]] = {Resolution.MINUTE: minute_cells}
-    for res in (Resolution.HOUR, Resolution.DAY):
+    for res in (Resolution.QUARTER_HOUR, Resolution.HOUR, Resolution.DAY):
         coarse: dict[int, list[float]] = defaultdict(list)
         for start, values in by_minute.items():
             coarse[start // res * res].extend(values)
         out[res] = {start: Cell.of(values) for start, values in coarse.items()}
     return out
-

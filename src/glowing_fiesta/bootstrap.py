@@ -12,12 +12,16 @@ from starlette.applications import Starlette
 
 from glowing_fiesta.api.app import create_app
 from glowing_fiesta.api.auth import Authenticator
-from glowing_fiesta.api.services import Services
+from glowing_fiesta.api.services import Pingable, Services
+from glowing_fiesta.api.typeguard import TypeGuard
 from glowing_fiesta.auth.ratelimit import MemoryRateLimiter, RateLimiter
+from glowing_fiesta.auth.ratelimit_redis import RedisRateLimiter
 from glowing_fiesta.ingest.validate import Rules
 from glowing_fiesta.logs import configure as configure_logging
 from glowing_fiesta.query import QueryService
+from glowing_fiesta.queue.base import Queue
 from glowing_fiesta.queue.inline import InlineQueue
+from glowing_fiesta.queue.redis import RedisQueue
 from glowing_fiesta.retention import Retention
 from glowing_fiesta.settings import Settings, load_settings
 from glowing_fiesta.storage.sql import SqlStorage
@@ -31,24 +35,46 @@ log = structlog.get_logger(__name__)
 class Components:
     settings: Settings
     storage: SqlStorage
-    queue: InlineQueue
+    queue: Queue
     limiter: RateLimiter
     telemetry: Telemetry
     services: Services
     writer: Writer
     retention: Retention
 
+    @property
+    def embedded(self) -> bool:
+        """True when this process writes to storage itself (no Redis queue)."""
+        return isinstance(self.queue, InlineQueue)
+
+    async def close(self) -> None:
+        await self.limiter.close()
+        await self.queue.close()
+        await self.storage.close()
+
 
 def build(settings: Settings) -> Components:
-    if settings.redis_url:
-        log.warning(
-            "redis_not_supported_yet",
-            message="GF_REDIS_URL is set but this version runs the in-process queue",
-        )
+    """Every component for `serve`, `worker` and the CLI, chosen from settings."""
     telemetry = Telemetry()
     storage = SqlStorage(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    queue = InlineQueue(max_points=settings.writer_max_points * 10)
-    limiter = MemoryRateLimiter()
+    queue: Queue
+    limiter: RateLimiter
+    readiness: dict[str, Pingable] = {"database": storage}
+    if settings.redis_url:
+        queue = RedisQueue(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            max_entries=settings.queue_max_batches,
+            claim_idle=settings.queue_claim_idle_seconds,
+        )
+        limiter = RedisRateLimiter(
+            settings.redis_url, prefix=settings.redis_prefix, on_error=telemetry.limiter_errors.inc
+        )
+        readiness["redis"] = queue
+    else:
+        queue = InlineQueue(max_points=settings.writer_max_points * 10)
+        limiter = MemoryRateLimiter()
+        readiness["queue"] = queue
     auth = Authenticator(
         storage,
         limiter,
@@ -69,6 +95,8 @@ def build(settings: Settings) -> Components:
         telemetry=telemetry,
         rules=rules,
         max_body_bytes=settings.max_body_bytes,
+        readiness=readiness,
+        type_guard=TypeGuard(storage) if settings.redis_url else None,
     )
     writer = Writer(queue, storage, telemetry, max_points=settings.writer_max_points)
     retention = Retention(
@@ -81,41 +109,66 @@ def build(settings: Settings) -> Components:
 
 
 @dataclass
-class EmbeddedRuntime:
-    """Runs beside the routes in `serve`: the writer, key last-used flushes, retention."""
+class ServeRuntime:
+    """What runs beside the routes in `serve`. Embedded layout: the writer, retention and
+    key last-used flushes. Production layout (Redis): only the flushes; workers write."""
 
     components: Components
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _writer: asyncio.Task[None] | None = None
+    _others: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         c = self.components
         await c.storage.open()
         await c.queue.start()
-        self._tasks = [
-            asyncio.create_task(c.writer.run(), name="writer"),
-            asyncio.create_task(_every(10.0, c.services.auth.flush_last_used), name="keys"),
-            asyncio.create_task(
-                _every(c.settings.retention_interval_seconds, c.retention.run, first=30.0),
-                name="retention",
-            ),
-        ]
+        self._others = [asyncio.create_task(_every(10.0, c.services.auth.flush_last_used))]
+        if c.embedded:
+            self._writer = asyncio.create_task(c.writer.run(), name="writer")
+            self._others.append(
+                asyncio.create_task(
+                    _every(c.settings.retention_interval_seconds, c.retention.run, first=30.0)
+                )
+            )
 
     async def stop(self) -> None:
         c = self.components
-        # Refuse new writes, let the writer finish its commit, then drain what is queued
-        # so that nothing a client is waiting for is dropped.
-        await c.queue.close()
-        c.writer.stop()
-        writer_task, *others = self._tasks
-        for task in others:
+        for task in self._others:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer_task
-        while c.queue.depth():
-            await c.writer.step()
+        if self._writer is not None:
+            # Refuse new writes, let the writer finish its commit, then drain what is
+            # queued, so that nothing a client is waiting for is dropped.
+            await c.queue.close()
+            c.writer.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            while c.queue.depth():
+                await c.writer.step()
         with contextlib.suppress(Exception):
             await c.services.auth.flush_last_used()
-        await c.storage.close()
+        await c.close()
+
+
+async def run_worker(components: Components, stop: asyncio.Event) -> None:
+    """`glowing-fiesta worker`: consume the Redis queue until `stop` is set.
+
+    The commit under way when `stop` is set completes and is acknowledged; entries not
+    yet acknowledged stay pending in Redis for the next worker.
+    """
+    c = components
+    await c.storage.open()
+    await c.queue.start()
+    writer = asyncio.create_task(c.writer.run(), name="writer")
+    retention = asyncio.create_task(
+        _every(c.settings.retention_interval_seconds, c.retention.run, first=30.0)
+    )
+    log.info("worker_started", queue=getattr(c.queue, "stream", "inline"))
+    await stop.wait()
+    c.writer.stop()
+    retention.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    await c.close()
+    log.info("worker_stopped")
 
 
 async def _every(
@@ -133,7 +186,7 @@ async def _every(
 
 def create_app_from(settings: Settings) -> Starlette:
     components = build(settings)
-    return create_app(components.services, EmbeddedRuntime(components))
+    return create_app(components.services, ServeRuntime(components))
 
 
 def app_factory() -> Starlette:

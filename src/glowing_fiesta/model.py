@@ -54,9 +54,16 @@ class Fill(enum.StrEnum):
 
 
 class Resolution(enum.IntEnum):
-    """Rollup cell widths in seconds. Cells are aligned to multiples of their width in UTC."""
+    """Rollup cell widths in seconds. Cells are aligned to multiples of their width in UTC.
+
+    Quarter-hour cells exist for the zones whose offset is not a whole hour (India
+    +05:30, Nepal +05:45, Chatham +12:45 ...): every zone in use today is a multiple of
+    15 minutes, so their hour and day buckets tile with quarter-hour cells, which are
+    kept as long as hour and day cells.
+    """
 
     MINUTE = 60
+    QUARTER_HOUR = 900
     HOUR = 3600
     DAY = 86400
 

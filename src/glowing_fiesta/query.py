@@ -26,7 +26,8 @@ MAX_BUCKETS = 10_000
 MAX_LIST = 1000
 _FINER: dict[Resolution, Resolution | None] = {
     Resolution.DAY: Resolution.HOUR,
-    Resolution.HOUR: Resolution.MINUTE,
+    Resolution.HOUR: Resolution.QUARTER_HOUR,
+    Resolution.QUARTER_HOUR: Resolution.MINUTE,
     Resolution.MINUTE: None,
 }
 

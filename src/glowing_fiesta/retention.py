@@ -1,5 +1,5 @@
-"""Retention: delete raw points (and minute cells) past the raw window, hour and day
-cells past the rollup window, in small chunks so writers are never blocked for long."""
+"""Retention: delete raw points (and minute cells) past the raw window, quarter-hour, hour
+and day cells past the rollup window, in small chunks so writers are never blocked long."""
 
 from __future__ import annotations
 
@@ -35,7 +35,12 @@ class Retention:
     def cutoffs(self, now: float) -> tuple[float, dict[Resolution, float]]:
         raw = now - self.raw_days * 86400
         rollup = now - self.rollup_days * 86400
-        return raw, {Resolution.MINUTE: raw, Resolution.HOUR: rollup, Resolution.DAY: rollup}
+        return raw, {
+            Resolution.MINUTE: raw,
+            Resolution.QUARTER_HOUR: rollup,
+            Resolution.HOUR: rollup,
+            Resolution.DAY: rollup,
+        }
 
     async def run(self, *, dry_run: bool = False, now: float | None = None) -> Report:
         """Delete everything past its window (or, dry, count it) and report how much."""

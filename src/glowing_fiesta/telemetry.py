@@ -6,7 +6,11 @@ not share counters; `/metrics` renders the registry of the process that answers.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from glowing_fiesta.model import PointBatch
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -59,3 +63,8 @@ class Telemetry:
         self.statsd_lines = Counter(
             "gf_statsd_lines", "StatsD lines received, by outcome.", ["outcome"], registry=r
         )
+
+    def count_points(self, batch: PointBatch) -> None:
+        """Count acknowledged points by type (one increment per type, not per point)."""
+        for mtype, n in Tally(p.type.value for p in batch.points).items():
+            self.points_ingested.labels(mtype).inc(n)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 
 import structlog
 
@@ -30,19 +29,21 @@ class Writer:
         *,
         max_points: int = 20_000,
         idle_timeout: float = 1.0,
+        retry_delay: float = 0.5,
     ) -> None:
         self.queue = queue
         self.storage = storage
         self.telemetry = telemetry
         self.max_points = max_points
         self.idle_timeout = idle_timeout
+        self.retry_delay = retry_delay
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
-        """Write until `stop()`; then drain what was already claimed and return."""
+        """Write until `stop()`; the commit under way when it is called completes."""
         while not self._stop.is_set():
             try:
                 await self.step()
@@ -50,7 +51,7 @@ class Writer:
                 raise
             except Exception:  # the loop must survive anything one batch does
                 log.exception("writer_step_failed")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(self.retry_delay)
 
     async def step(self) -> int:
         """Claim and write one group; returns the number of points written."""
@@ -61,30 +62,31 @@ class Writer:
         return await self.write(deliveries)
 
     async def write(self, deliveries: list[Delivery]) -> int:
+        """One transaction for all `deliveries`, then settle them with the queue."""
         items = [WriteItem(d.batch, dedupe=d.redeliverable) for d in deliveries]
         points = sum(len(d.batch.points) for d in deliveries)
         started = time.perf_counter()
         try:
             results = await self.storage.apply(items)
         except GlowingFiestaError as exc:
-            self.telemetry.writer_errors.inc()
             log.warning("writer_commit_failed", error=exc.message, points=points)
-            await self.queue.nack(deliveries, exc)
+            await self._failed(deliveries, exc)
             return 0
         except Exception as exc:
-            self.telemetry.writer_errors.inc()
             log.exception("writer_commit_failed", points=points)
-            await self.queue.nack(
-                deliveries, Unavailable(f"the write failed ({exc.__class__.__name__}); retry", 1)
-            )
+            error = Unavailable(f"the write failed ({exc.__class__.__name__}); retry", 1)
+            await self._failed(deliveries, error)
             return 0
         self.telemetry.writer_seconds.observe(time.perf_counter() - started)
         self.telemetry.writer_batch_points.observe(points)
         await self.queue.ack(deliveries, results)
-        by_type: Counter[str] = Counter()
-        for delivery, result in zip(deliveries, results, strict=True):
-            if result is None:
-                by_type.update(p.type.value for p in delivery.batch.points)
-        for mtype, n in by_type.items():
-            self.telemetry.points_ingested.labels(mtype).inc(n)
-        return sum(by_type.values())
+        return sum(
+            len(d.batch.points) for d, r in zip(deliveries, results, strict=True) if r is None
+        )
+
+    async def _failed(self, deliveries: list[Delivery], error: GlowingFiestaError) -> None:
+        self.telemetry.writer_errors.inc()
+        await self.queue.nack(deliveries, error)
+        # The database is likely down and redeliverable entries will come straight back:
+        # do not spin on it.
+        await asyncio.sleep(self.retry_delay)

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from starlette.testclient import TestClient
 
-from glowing_fiesta.bootstrap import EmbeddedRuntime, build
+from glowing_fiesta.bootstrap import ServeRuntime, build
 from glowing_fiesta.errors import Unavailable
 from glowing_fiesta.model import MetricType, Point, PointBatch
 from glowing_fiesta.queue.inline import InlineQueue
@@ -25,7 +25,7 @@ def one(name: str, t: float) -> PointBatch:
 def test_concurrent_requests_share_commits_and_all_land(settings: Settings) -> None:
     async def scenario() -> tuple[int, float]:
         components = build(settings)
-        runtime = EmbeddedRuntime(components)
+        runtime = ServeRuntime(components)
         await runtime.start()
         t = time.time() - 60
         await asyncio.gather(*(components.queue.put(one("gc", t)) for _ in range(500)))
@@ -84,7 +84,7 @@ def test_backpressure_refuses_instead_of_growing() -> None:
 def test_shutdown_writes_everything_already_queued(settings: Settings) -> None:
     async def scenario() -> int:
         components = build(settings)
-        runtime = EmbeddedRuntime(components)
+        runtime = ServeRuntime(components)
         await runtime.start()
         t = time.time() - 60
         puts = [asyncio.create_task(components.queue.put(one("drain", t))) for _ in range(200)]

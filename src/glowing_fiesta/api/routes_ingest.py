@@ -12,8 +12,11 @@ from glowing_fiesta.model import MetricType, PointBatch, Scope
 
 
 async def _accept(request: Request, services: Services, batch: PointBatch) -> Response:
+    if services.type_guard is not None:
+        await services.type_guard.check(batch)
     # Returns only once the batch is durable (committed, or persisted by the broker).
     await services.queue.put(batch)
+    services.telemetry.count_points(batch)
     return Response(
         encode_accepted(len(batch.points)),
         status_code=202,

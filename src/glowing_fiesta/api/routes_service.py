@@ -21,7 +21,7 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     services = services_of(request)
     checks: dict[str, str] = {}
-    for name, component in (("storage", services.storage), ("queue", services.queue)):
+    for name, component in services.readiness.items():
         try:
             await component.ping()
             checks[name] = "ok"

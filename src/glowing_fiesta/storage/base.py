@@ -13,7 +13,7 @@ Contracts every implementation keeps (the contract suite in tests/contract check
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +51,9 @@ class Storage(Protocol):
         """Write the batches in one transaction; one result per item (None = written)."""
 
     async def get_metric(self, name: str) -> Metric | None: ...
+
+    async def get_metrics(self, names: Collection[str]) -> dict[str, Metric]:
+        """The metrics among `names` that exist, by name."""
 
     async def get_metric_by_stat_key(self, stat_key: str) -> Metric | None: ...
 

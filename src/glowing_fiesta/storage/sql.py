@@ -11,7 +11,7 @@ import asyncio
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -323,6 +323,9 @@ class SqlStorage:
             return _metric(row) if row else None
 
         return await self._read(run)
+
+    async def get_metrics(self, names: Collection[str]) -> dict[str, Metric]:
+        return await self._read(lambda conn: self._metrics_by_name(conn, set(names)))
 
     async def get_metric_by_stat_key(self, stat_key: str) -> Metric | None:
         def run(conn: Connection) -> Metric | None:

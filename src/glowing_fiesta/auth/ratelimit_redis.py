@@ -1,0 +1,68 @@
+"""The shared rate limiter on Redis: one fixed-window counter per key and minute.
+
+One atomic script per request (INCR, and EXPIRE on the first hit), so counts hold
+across every process and machine that shares the Redis.
+
+Failure policy: when Redis does not answer, requests are let through (fail open) and
+each such decision is counted (`gf_rate_limiter_errors_total`) and logged at a limited
+rate. Losing rate limiting for a moment is better than refusing every write while the
+queue might still accept it; the queue itself answers 503 if Redis is really gone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from glowing_fiesta.auth.ratelimit import WINDOW, Decision, decide
+
+log = structlog.get_logger(__name__)
+
+_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+class RedisRateLimiter:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "gf",
+        on_error: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=1, socket_timeout=1
+        )
+        self._script = self._redis.register_script(_SCRIPT)
+        self._prefix = f"{prefix}:rl"
+        self._on_error = on_error
+        self._clock = clock
+        self._last_log = 0.0
+
+    async def hit(self, key: str, limit: int) -> Decision:
+        now = self._clock()
+        window = math.floor(now / WINDOW)
+        try:
+            count = int(
+                await self._script(keys=[f"{self._prefix}:{key}:{window}"], args=[WINDOW + 5])
+            )
+        except RedisError as exc:
+            if self._on_error is not None:
+                self._on_error()
+            if now - self._last_log > 10:
+                self._last_log = now
+                log.warning("rate_limiter_unavailable", error=str(exc), policy="fail_open")
+            return decide(1, limit, now)
+        return decide(count, limit, now)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

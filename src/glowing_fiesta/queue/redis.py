@@ -1,0 +1,197 @@
+"""The Redis Streams queue of the production layout.
+
+`put` XADDs the validated batch and returns once Redis has accepted it (durable as far
+as Redis' own persistence goes: AOF with `appendfsync always` for every write, `everysec`
+for all but the last second). Writers read with a consumer group; an entry stays
+pending until the writer's transaction committed and it is XACKed (and XDELed, so that
+the stream's length is the backlog). Entries left pending by a dead worker are taken
+over with XAUTOCLAIM once idle for `claim_idle` seconds; the storage's batch-id claims
+make the redelivery a no-op if the dead worker had committed before dying.
+
+Backpressure: when the stream holds `max_entries` entries, `put` raises `Unavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError, ResponseError
+
+from glowing_fiesta.errors import GlowingFiestaError, TypeConflict, Unavailable
+from glowing_fiesta.model import PointBatch
+from glowing_fiesta.queue import codec
+from glowing_fiesta.queue.base import Delivery
+
+log = structlog.get_logger(__name__)
+GROUP = "writers"
+_FIELD = b"b"
+
+
+class RedisQueue:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "gf",
+        max_entries: int = 10_000,
+        claim_idle: float = 30.0,
+        consumer: str | None = None,
+    ) -> None:
+        self.stream = f"{prefix}:points"
+        self.max_entries = max_entries
+        self.claim_idle_ms = int(claim_idle * 1000)
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=30
+        )
+        self._depth = 0
+        self._next_autoclaim = 0.0
+        self._autoclaim_cursor = "0-0"
+        self._reread_own = True  # after a restart, our consumer name is new: harmless
+
+    async def start(self) -> None:
+        """Create the consumer group if need be. A Redis that is down now is not fatal:
+        the service starts, reports not ready and answers 503 until Redis is back."""
+        try:
+            await self._ensure_group()
+        except RedisError as exc:
+            log.warning("redis_unavailable_at_start", error=str(exc))
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise Unavailable(f"redis does not answer: {exc}", 2) from exc
+
+    async def put(self, batch: PointBatch) -> None:
+        try:
+            depth = await self._redis.xlen(self.stream)
+            self._depth = depth
+            if depth >= self.max_entries:
+                raise Unavailable(
+                    f"the write queue is full ({depth:,} batches waiting); retry shortly", 2
+                )
+            await self._redis.xadd(self.stream, {_FIELD: codec.encode(batch)})
+        except RedisError as exc:
+            raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
+
+    async def claim(self, max_points: int, timeout: float) -> list[Delivery]:
+        count = max(1, max_points // 1000)
+        try:
+            entries = await self._stale(count)
+            if not entries and self._reread_own:
+                entries = await self._read("0", count, None)
+                self._reread_own = bool(entries)
+            if not entries:
+                entries = await self._read(">", count, int(timeout * 1000))
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # Redis was down at start, or lost its data
+                await self._ensure_group()
+            else:
+                log.warning("queue_claim_failed", error=str(exc))
+            return []
+        except RedisError as exc:
+            log.warning("queue_claim_failed", error=str(exc))
+            await asyncio.sleep(1.0)  # Redis is down: do not spin
+            return []
+        deliveries: list[Delivery] = []
+        poison: list[bytes] = []
+        for entry_id, fields in entries:
+            try:
+                batch = codec.decode(fields[_FIELD])
+            except (ValueError, KeyError, TypeError):
+                log.error("queue_entry_undecodable", entry=entry_id)
+                poison.append(entry_id)
+                continue
+            deliveries.append(Delivery(batch, redeliverable=True, token=entry_id))
+        if poison:
+            await self._settle(poison)
+        return deliveries
+
+    async def _read(self, start: str, count: int, block_ms: int | None) -> list[Any]:
+        reply: Any = await self._redis.xreadgroup(
+            GROUP, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        _, entries = reply[0]
+        # Own pending entries that were deleted meanwhile come back with no fields.
+        return [(eid, fields) for eid, fields in entries if fields]
+
+    async def _stale(self, count: int) -> list[Any]:
+        """Entries another (dead) consumer left pending longer than the claim timeout."""
+        now = time.monotonic()
+        if now < self._next_autoclaim:
+            return []
+        reply: Any = await self._redis.xautoclaim(
+            self.stream,
+            GROUP,
+            self.consumer,
+            min_idle_time=self.claim_idle_ms,
+            start_id=self._autoclaim_cursor,
+            count=count,
+        )
+        cursor, entries = reply[0], reply[1]
+        self._autoclaim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        if self._autoclaim_cursor == "0-0":
+            # A full pass found nothing more: look again in a little while.
+            self._next_autoclaim = now + self.claim_idle_ms / 4000
+        if entries:
+            log.info("queue_entries_reclaimed", count=len(entries))
+        return [(eid, fields) for eid, fields in entries if fields]
+
+    async def _settle(self, entry_ids: list[Any]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, GROUP, *entry_ids)
+            pipe.xdel(self.stream, *entry_ids)
+            await pipe.execute()
+
+    async def ack(
+        self, deliveries: Sequence[Delivery], results: Sequence[TypeConflict | None]
+    ) -> None:
+        for delivery, result in zip(deliveries, results, strict=True):
+            if result is not None:
+                # The 202 went out before the writer saw the conflict (the request-time
+                # type check races with a concurrent first write): the batch is dropped,
+                # and said so.
+                log.error(
+                    "queue_batch_dropped",
+                    batch=delivery.batch.batch_id,
+                    reason=result.message,
+                    points=len(delivery.batch.points),
+                )
+        if deliveries:
+            try:
+                await self._settle([d.token for d in deliveries])
+            except RedisError as exc:
+                # Not acknowledged: redelivered later and skipped by the batch-id claim.
+                log.warning("queue_ack_failed", error=str(exc))
+
+    async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
+        # Leave the entries pending; read our own pending entries again next time.
+        self._reread_own = True
+
+    def depth(self) -> int:
+        return self._depth
+
+    async def refresh_depth(self) -> int:
+        self._depth = await self._redis.xlen(self.stream)
+        return self._depth

@@ -1,0 +1,91 @@
+"""`serve` in the production layout (GF_REDIS_URL set): enqueue and answer, no writer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from glowing_fiesta.bootstrap import create_app_from
+from glowing_fiesta.model import MetricType, Point, PointBatch
+from glowing_fiesta.settings import Settings
+from glowing_fiesta.storage.base import WriteItem
+from glowing_fiesta.storage.sql import SqlStorage
+from tests.conftest import KeyMaker, bearer
+from tests.services import private_redis, redis_prefix
+
+
+@pytest.fixture
+def redis_settings(settings: Settings) -> Iterator[Settings]:
+    with redis_prefix() as (url, prefix):
+        yield settings.model_copy(update={"redis_url": url, "redis_prefix": prefix})
+
+
+def test_accepts_into_the_stream_and_checks_types_at_request_time(
+    redis_settings: Settings, make_key: KeyMaker, database_url: str
+) -> None:
+    key = make_key()
+    existing = PointBatch(uuid.uuid4().hex, [Point("orders", MetricType.COUNTER, 1, time.time())])
+
+    async def seed() -> None:
+        storage = SqlStorage(database_url)
+        await storage.apply([WriteItem(existing)])
+        await storage.close()
+
+    asyncio.run(seed())
+    with TestClient(create_app_from(redis_settings)) as client:
+        r = client.post("/api/metrics/counter", json={"metric": "orders"}, headers=bearer(key))
+        assert r.status_code == 202
+        r = client.post(
+            "/api/metrics/value", json={"metric": "orders", "value": 2}, headers=bearer(key)
+        )
+        assert r.status_code == 409
+        assert r.json()["error"]["details"][0]["field"] == "metric"
+        ready = client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+        metrics = client.get("/metrics").text
+        assert 'gf_points_ingested_total{type="counter"} 1.0' in metrics
+    stream = redis.Redis.from_url(str(redis_settings.redis_url))
+    assert stream.xlen(f"{redis_settings.redis_prefix}:points") == 1  # waiting for a worker
+    stream.close()
+
+
+def test_redis_down_means_503_with_retry_after_and_not_ready(
+    settings: Settings, make_key: KeyMaker
+) -> None:
+    key = make_key()
+    with private_redis() as (url, proc):
+        app = create_app_from(settings.model_copy(update={"redis_url": url}))
+        with TestClient(app) as client:
+            ok = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
+            assert ok.status_code == 202
+            proc.terminate()  # Redis goes away under a running service
+            proc.wait(10)
+            r = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "unavailable"
+            assert int(r.headers["Retry-After"]) >= 1
+            ready = client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["database"] == "ok"
+            assert "redis" in ready.json()["message"]
+            # The limiter fails open and says so in the service's own metrics.
+            errors = [
+                line
+                for line in client.get("/metrics").text.splitlines()
+                if line.startswith("gf_rate_limiter_errors_total ")
+            ]
+            assert float(errors[0].split()[1]) >= 1
+
+
+def test_serve_starts_while_redis_is_down(settings: Settings) -> None:
+    app = create_app_from(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 503
