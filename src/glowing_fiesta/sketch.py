@@ -18,8 +18,8 @@ import struct
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from itertools import accumulate, pairwise, repeat
-from operator import mul
+from itertools import accumulate, repeat
+from operator import mul, sub
 from typing import ClassVar
 
 __all__ = ["Sketch"]
@@ -109,20 +109,23 @@ def _read_varints(data: bytes, start: int) -> list[int]:
 def _put_store(out: bytearray, store: Counter[int]) -> None:
     """Append a store: bin count, zigzag first index, then count, gap, count, gap, ...
 
-    Indexes ascend, so each gap is stored as (difference - 1) >= 0 and is usually 0.
+    Indexes ascend, so every gap (difference to the previous index) is >= 1 and small.
     """
     keys = sorted(store)
     first = keys[0]
     body: list[int] = [0] * (2 * len(keys) - 1)
-    body[0::2] = [store[key] for key in keys]
-    body[1::2] = [b - a - 1 for a, b in pairwise(keys)]
+    body[0::2] = map(store.__getitem__, keys)
+    body[1::2] = map(sub, keys[1:], keys)
     # The header often needs two bytes; kept apart so the body can take the C fast path.
     _put_varints(out, [len(keys), (first << 1) ^ (first >> 63)])  # zigzag keeps -1 short
     _put_varints(out, body)
 
 
 def _take_store(numbers: list[int], pos: int) -> tuple[Counter[int], int]:
-    """Inverse of `_store_numbers` at numbers[pos:]; returns the store and the next pos."""
+    """Inverse of `_put_store`, reading decoded varints at numbers[pos:].
+
+    Returns the store and the position after it.
+    """
     if pos + 2 > len(numbers):
         raise ValueError("sketch bytes are truncated")
     nbins, zigzag = numbers[pos], numbers[pos + 1]
@@ -135,8 +138,11 @@ def _take_store(numbers: list[int], pos: int) -> tuple[Counter[int], int]:
     counts = body[0::2]
     if min(counts) < 1:
         raise ValueError("sketch bytes hold an empty bin")
+    gaps = body[1::2]
+    if gaps and min(gaps) < 1:
+        raise ValueError("sketch bytes hold bins out of order")
     first = (zigzag >> 1) ^ -(zigzag & 1)
-    keys = list(accumulate((gap + 1 for gap in body[1::2]), initial=first))
+    keys = list(accumulate(gaps, initial=first))
     if keys[0] < _MIN_INDEX or keys[-1] > _MAX_INDEX:  # keys ascend: the ends suffice
         raise ValueError("sketch bytes hold a bin out of range")
     return Counter(dict(zip(keys, counts, strict=True))), end
@@ -147,11 +153,13 @@ class Sketch:
 
     Quantile definition: ``quantile(q)`` estimates the element of 0-based rank
     ``floor(q * (n - 1))`` (computed in float arithmetic) of the n values sorted
-    ascending, the "lower" rank; no interpolation. The estimate is the representative of
-    the bin that element is in, clamped to the exact minimum and maximum the sketch keeps,
-    so for |x| > 1e-9 the estimate is within ``RELATIVE_ACCURACY`` (0.5%) of the exact
-    element x, ``quantile(0)`` and ``quantile(1)`` are exact, and a sketch of equal values
-    returns that value exactly. Values with |v| <= 1e-9 are counted as zero.
+    ascending, the "lower" rank; no interpolation. Ranks 0 and n - 1 return the exact
+    minimum and maximum, which the sketch keeps. Any other rank returns the
+    representative of the bin its element is in, clamped to [min, max]. So for |x| > 1e-9
+    the estimate is within ``RELATIVE_ACCURACY`` (0.5%) of the exact element x,
+    ``quantile(0)`` and ``quantile(1)`` are exact, and a sketch of a single value or of
+    equal values returns that value exactly. Values with |v| <= 1e-9 are counted as
+    zero (their estimate is 0.0 unless clamped to min or max).
 
     Size bound: each sign's store keeps at most 2048 non-empty bins (a dynamic range of
     about 8e8 at full density). Beyond that the lowest-magnitude bins are folded together,
@@ -266,7 +274,14 @@ class Sketch:
             raise ValueError("quantile must be between 0 and 1")
         if not self._count:
             return None
-        rank = math.floor(q * (self._count - 1))
+        last = self._count - 1
+        rank = math.floor(q * last)
+        # The extreme ranks are known exactly: clamping alone would not fix a bin
+        # representative that lies inside (min, max) but below max or above min.
+        if rank == 0:
+            return self._min
+        if rank == last:
+            return self._max
         negatives = self._negative.total()
         if rank < negatives:
             # Most negative first: the largest magnitudes come first in ascending order.
@@ -296,7 +311,7 @@ class Sketch:
         Format (version 1): a version byte, a flags byte, then as flagged: min and max as
         little-endian float64 (max omitted when equal to min), the zero count as a varint,
         the positive then the negative store as varint bin count, zigzag-varint first bin
-        index, and per bin a varint index delta (minus one) and a varint count. An empty
+        index, and per bin a varint count and (after the first) a varint index gap. An empty
         sketch is 2 bytes; a sketch of one repeated value is about 14.
         """
         out = bytearray((_VERSION, 0))
@@ -306,7 +321,7 @@ class Sketch:
         low = _F64.pack(self._min)
         out += low
         high = _F64.pack(self._max)
-        # Compared as bytes so -0.0 and 0.0 stay distinct and round-trip exactly.
+        # Compared as bytes, not floats, so the round trip is bit-exact even for -0.0.
         if high != low:
             flags |= _HAS_MAX
             out += high

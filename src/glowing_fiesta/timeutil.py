@@ -6,8 +6,8 @@ A bucket is a maximal run of instants that share one local calendar label in the
 local minute, 5-minute slot (local :00, :05, ...), hour, date, ISO week (Monday 00:00) or
 month (the 1st, 00:00). Consequences that callers can rely on:
 
-* A local day is 23 or 25 hours long across a DST change; a month or week containing a
-  change is one hour shorter or longer.
+* A local day is 23 or 25 hours long across a one-hour DST change; a week or month
+  containing a change is shorter or longer by the size of the change.
 * When clocks fall back, the repeated local hour is two buckets of 3600 s each, because a
   minute/5minute/hour bucket never spans a change of UTC offset.
 * When a change of UTC offset is not a multiple of the bucket width (Australia/Lord_Howe
@@ -67,16 +67,14 @@ _COARSEST_CELL: dict[Interval, Resolution] = {
     Interval.MONTH: Resolution.DAY,
 }
 
-# re.ASCII: without it [0-9]-like classes such as \d would also match other scripts' digits.
-_NUMBER_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?", re.ASCII)
+# [0-9] rather than \d: \d also matches other scripts' digits, which int() would accept.
+_NUMBER_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _RFC3339_RE = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))",
-    re.ASCII,
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
 _NAIVE_RE = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?",
-    re.ASCII,
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?"
 )
 _TWO_DIGITS = {f"{i:02d}": i for i in range(100)}
 # Long enough for any valid input (nanosecond fractions included); stops pathological input.
@@ -155,7 +153,7 @@ def _in_range(seconds: float) -> float:
 # A zone key is one or more path segments of letters, digits, "_", "+", "-": that is every
 # tzdata name, and it excludes ".", "..", absolute paths and NUL before the filesystem is
 # consulted.
-_ZONE_NAME_RE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*", re.ASCII)
+_ZONE_NAME_RE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -199,6 +197,13 @@ _LAST_SPAN: dict[ZoneInfo, _Span] = {}
 
 
 def _fixed_offset(tz: ZoneInfo) -> int | None:
+    try:
+        return _FIXED_OFFSET[tz]
+    except KeyError:
+        return _learn_fixed_offset(tz)
+
+
+def _learn_fixed_offset(tz: ZoneInfo) -> int | None:
     key = tz.key
     # Only the UTC aliases and the Etc/ area are fixed by tzdata's definition; any other
     # zone may have history (Asia/Kolkata was +06:30 in 1942), so it takes the general path.
@@ -337,10 +342,11 @@ def bucket_floor(interval: Interval, tz: ZoneInfo, t: float) -> int:
     """
     try:
         ti = math.floor(t)
+        # _fixed_offset() inlined: a function call is a measurable share of this path.
         try:
             offset = _FIXED_OFFSET[tz]
         except KeyError:
-            offset = _fixed_offset(tz)
+            offset = _learn_fixed_offset(tz)
         width = _WIDTH.get(interval)
         if offset is None:
             span = _day_span(tz, ti)
@@ -370,10 +376,11 @@ def bucket_next(interval: Interval, tz: ZoneInfo, start: int) -> int:
     """
     try:
         ti = math.floor(start)
+        # _fixed_offset() inlined: a function call is a measurable share of this path.
         try:
             offset = _FIXED_OFFSET[tz]
         except KeyError:
-            offset = _fixed_offset(tz)
+            offset = _learn_fixed_offset(tz)
         width = _WIDTH.get(interval)
         if offset is None:
             span = _day_span(tz, ti)
@@ -439,7 +446,7 @@ def tiling_resolution(
     accepted so every bucket function has the same leading arguments.
     """
     cap = _COARSEST_CELL[interval]
-    for resolution in (Resolution.DAY, Resolution.HOUR, Resolution.MINUTE):
+    for resolution in sorted(Resolution, reverse=True):
         if resolution <= cap and all(b % resolution == 0 for b in boundaries):
             return resolution
     return None
