@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from glowing_fiesta.aggregate import Cell
 from glowing_fiesta.errors import Detail, NotFound, ValidationError
+from glowing_fiesta.ingest.validate import trim
 from glowing_fiesta.model import Agg, Fill, Interval, Metric, MetricType, Resolution
 from glowing_fiesta.storage.base import Storage
 from glowing_fiesta.timeutil import bucket_starts, tiling_resolution, zone
@@ -91,9 +92,9 @@ class QueryService:
         self.max_buckets = max_buckets
 
     async def metric(self, name: str) -> Metric:
-        metric = await self.storage.get_metric(name.strip())
+        metric = await self.storage.get_metric(trim(name))
         if metric is None:
-            raise NotFound(f"no metric named {name.strip()!r}")
+            raise NotFound(f"no metric named {trim(name)!r}")
         return metric
 
     async def series(self, q: SeriesQuery) -> Series:
@@ -169,8 +170,8 @@ class QueryService:
         return page, next_cursor
 
     async def delete(self, name: str) -> None:
-        if not await self.storage.delete_metric(name.strip()):
-            raise NotFound(f"no metric named {name.strip()!r}")
+        if not await self.storage.delete_metric(trim(name)):
+            raise NotFound(f"no metric named {trim(name)!r}")
 
 
 def encode_cursor(name: str) -> str:

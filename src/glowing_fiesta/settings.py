@@ -27,6 +27,11 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    # Every Redis key the service uses starts with this, so several deployments (or test
+    # runs) can share one Redis.
+    redis_prefix: str = Field(default="gf", min_length=1, max_length=64)
+    queue_max_batches: int = Field(default=10_000, gt=0)
+    queue_claim_idle_seconds: float = Field(default=30.0, gt=0)
     retention_days: int = Field(default=90, gt=0, le=36500)
     rollup_retention_days: int = Field(default=3650, gt=0, le=36500)
     rate_limit_per_minute: int = Field(default=6000, gt=0)
@@ -47,8 +52,9 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
-        if scheme not in {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}:
+        scheme, sep, _ = value.partition("://")
+        scheme = scheme.split("+", 1)[0].lower()
+        if not sep or scheme not in {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}:
             raise ValueError("must be a sqlite:///path, postgresql://, mysql:// or mariadb:// URL")
         return value
 
@@ -59,7 +65,7 @@ class Settings(BaseSettings):
 
     def sqlite_path(self) -> Path | None:
         """The SQLite file the database URL names, or None for server databases."""
-        if not self.database_url.lower().startswith("sqlite:"):
+        if self.database_url.split(":", 1)[0].split("+", 1)[0].lower() != "sqlite":
             return None
         path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
         return Path(path) if path and path != ":memory:" else None

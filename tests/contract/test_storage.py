@@ -170,3 +170,21 @@ def test_models_and_migrations_agree(engine_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_revoke_by_prefix_never_revokes_a_key_named_like_that_prefix(store: SqlStorage) -> None:
+    for name, prefix in (("gf_CCCCCCCC", "gf_DDDDDDDD"), ("other", "gf_CCCCCCCC")):
+        run(
+            store.create_key(
+                name=name,
+                prefix=prefix,
+                secret_hash="h" * 64,
+                scopes=frozenset({Scope.READ}),
+                rate_limit=None,
+                now=T0,
+            )
+        )
+    assert run(store.revoke_keys("gf_CCCCCCCC", T0)) == 1
+    revoked = {k.name for k in run(store.list_keys()) if not k.active}
+    assert revoked == {"other"}
+    assert run(store.revoke_keys("gf_CCCCCCCC", T0)) == 0  # that key is revoked already

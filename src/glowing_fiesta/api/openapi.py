@@ -192,6 +192,18 @@ def document() -> bytes:
             "/health": {
                 "get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}
             },
+            "/metrics": {
+                "get": {
+                    "summary": "The service's own metrics (Prometheus text)",
+                    "responses": {"200": {"description": "Metrics"}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                }
+            },
             "/ready": {
                 "get": {
                     "summary": "Readiness",

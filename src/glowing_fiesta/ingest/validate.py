@@ -32,6 +32,13 @@ from glowing_fiesta.timeutil import parse_time
 
 MAX_NAME = 255
 _BAD_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# Unicode White_Space. Plain str.strip() also drops U+001C-U+001F, which are control
+# characters (Cc), not white space: a name carrying them must be rejected, not trimmed.
+_WHITE_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_TOO_DEEP = "the body is nested too deeply to be a metrics request"
 
 TimeIn = float | str | None
 
@@ -71,11 +78,16 @@ _batch_decoder = msgspec.json.Decoder(BatchIn)
 _generic_decoder = msgspec.json.Decoder(float_hook=float)
 
 
+def trim(name: str) -> str:
+    """A metric name without surrounding white space (Unicode White_Space only)."""
+    return name.strip(_WHITE_SPACE)
+
+
 def clean_name(raw: object) -> str:
     """The trimmed metric name, or raise ValueError with the rule it breaks."""
     if not isinstance(raw, str):
         raise ValueError("must be a string")
-    name = raw.strip()
+    name = trim(raw)
     if not name:
         raise ValueError("must not be empty")
     if len(name) > MAX_NAME:
@@ -199,6 +211,8 @@ def _generic(body: bytes) -> Any:
         return _generic_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
 
 
 def decode_single(
@@ -221,6 +235,8 @@ def decode_single(
         fields = {k: raw.get(k, _MISSING) for k in ("metric", "value", "timestamp")}
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     checked = _check_fields(fields, mtype, rules, now, None)
     if isinstance(checked, list):
         raise ValidationError(checked[0].message, checked)
@@ -236,6 +252,8 @@ def decode_batch(body: bytes, rules: Rules, now: float | None = None) -> PointBa
         return _decode_batch_slow(body, rules, now)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     _check_count(len(parsed.points), rules)
     return rules.batch(
         [

@@ -90,7 +90,8 @@ class Storage(Protocol):
     async def key_by_prefix(self, prefix: str) -> ApiKey | None: ...
 
     async def revoke_keys(self, name_or_prefix: str, now: float) -> int:
-        """Revoke the active key with that name or visible prefix; how many were revoked."""
+        """Revoke the active key with that visible prefix or, if no key has that prefix,
+        with that name; how many were revoked."""
 
     async def touch_keys(self, last_used: dict[int, float]) -> None:
         """Record when keys were last used (best effort, batched by the caller)."""

@@ -460,13 +460,18 @@ class SqlStorage:
 
     async def revoke_keys(self, name_or_prefix: str, now: float) -> int:
         def run(conn: Connection) -> int:
-            result = conn.execute(
-                update(api_keys)
-                .where((api_keys.c.name == name_or_prefix) | (api_keys.c.prefix == name_or_prefix))
-                .where(api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            return int(result.rowcount)
+            # A visible prefix names exactly one key; only when none has it is the
+            # argument taken as a name (a key may be named like another's prefix).
+            for column in (api_keys.c.prefix, api_keys.c.name):
+                exists = conn.scalar(select(api_keys.c.id).where(column == name_or_prefix))
+                if exists is not None:
+                    result = conn.execute(
+                        update(api_keys)
+                        .where(column == name_or_prefix, api_keys.c.revoked_at.is_(None))
+                        .values(revoked_at=now)
+                    )
+                    return int(result.rowcount)
+            return 0
 
         return await self._write(run)
 
