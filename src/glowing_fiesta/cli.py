@@ -87,6 +87,33 @@ def serve(host: str, port: int, workers: int, access_log: bool) -> None:
     )
 
 
+@main.command()
+def worker() -> None:
+    """Consume the Redis queue and write to the database (production layout)."""
+    import signal
+
+    from glowing_fiesta.bootstrap import build, run_worker
+    from glowing_fiesta.logs import configure
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise click.ClickException(
+            "the worker consumes the Redis queue: set GF_REDIS_URL (without it, "
+            "`serve` writes by itself)"
+        )
+    configure(settings.log_level, settings.log_format)
+    _ensure_schema(settings)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(build(settings), stop)
+
+    _run(go())
+
+
 @main.group()
 def db() -> None:
     """Database schema."""
@@ -217,6 +244,85 @@ def keys_revoke(name_or_prefix: str) -> None:
     click.echo(f"revoked {n} key(s)", err=True)
 
 
+@main.command()
+@click.option("--url", default=None, help="A running service; default: start an embedded one.")
+@click.option("--key", default=None, help="A write,read key for --url.")
+@click.option(
+    "--workload",
+    "workloads",
+    multiple=True,
+    type=click.Choice(["ingest", "single", "query"]),
+    help="Repeat to choose several; default: all.",
+)
+@click.option("--runs", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--points", default=3_000_000, show_default=True, type=click.IntRange(1000))
+@click.option("--metrics", default=100, show_default=True, type=click.IntRange(2, 10_000))
+@click.option("--connections", default=4, show_default=True, type=click.IntRange(1, 256))
+@click.option("--single-seconds", default=10.0, show_default=True, type=float)
+@click.option("--open-rate", default=1000.0, show_default=True, type=float)
+@click.option("--open-seconds", default=10.0, show_default=True, type=float)
+@click.option("--query-repeats", default=30, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--server-workers", default=1, show_default=True, type=click.IntRange(1, 16))
+@click.option(
+    "--synchronous",
+    default="NORMAL",
+    show_default=True,
+    type=click.Choice(["NORMAL", "FULL"]),
+    help="SQLite durability (embedded).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write the full report as JSON here.",
+)
+def bench(  # noqa: PLR0917 - one parameter per command-line option
+    url: str | None,
+    key: str | None,
+    workloads: tuple[str, ...],
+    runs: int,
+    points: int,
+    metrics: int,
+    connections: int,
+    single_seconds: float,
+    open_rate: float,
+    open_seconds: float,
+    query_repeats: int,
+    server_workers: int,
+    synchronous: str,
+    json_path: str | None,
+) -> None:
+    """Measure ingest rate, single-write rate and latency, query latency, disk and memory."""
+    import json
+
+    from glowing_fiesta.bench.runner import WORKLOADS, Options, run, table
+
+    if (url is None) != (key is None):
+        raise click.UsageError("--url and --key go together")
+    opts = Options(
+        url=url.rstrip("/") if url else None,
+        key=key,
+        workloads=workloads or WORKLOADS,
+        runs=runs,
+        points=points,
+        metrics=metrics,
+        connections=connections,
+        single_seconds=single_seconds,
+        open_rate=open_rate,
+        open_seconds=open_seconds,
+        query_repeats=query_repeats,
+        server_workers=server_workers,
+        synchronous=synchronous,
+    )
+    report = run(opts)
+    click.echo(table(report["summary"]))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
+        click.echo(f"report written to {json_path}", err=True)
+
+
 @main.group()
 def retention() -> None:
     """Retention of raw points and rollups."""
@@ -227,9 +333,12 @@ def retention() -> None:
 def retention_run(dry_run: bool) -> None:
     """Delete raw points older than GF_RETENTION_DAYS, in small chunks."""
     from glowing_fiesta.bootstrap import build
+    from glowing_fiesta.logs import configure
 
     settings = _settings()
     _ensure_schema(settings)
+    # Retention logs what it deletes: to standard error, which keeps stdout for the counts.
+    configure(settings.log_level, settings.log_format)
 
     async def go() -> Any:
         components = build(settings)

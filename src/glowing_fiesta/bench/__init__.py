@@ -1,0 +1,1 @@
+"""`glowing-fiesta bench`: the load generator that measures speed and memory."""

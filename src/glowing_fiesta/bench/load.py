@@ -1,0 +1,272 @@
+"""Load loops against a running Glowing Fiesta (aiohttp keep-alive clients, and wrk).
+
+Every loop is bounded in count and in time. Latencies of the open loop are measured
+from each request's scheduled send time, so a stalled server cannot hide its stall by
+slowing the client down (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    points: int
+    seconds: float
+    errors: int
+    error_sample: str
+
+    @property
+    def rate(self) -> float:
+        return self.points / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    tool: str
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    requests: int
+    errors: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    achieved_rate: float
+
+
+def _session(key: str, connections: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+async def ingest(
+    url: str, key: str, bodies: list[tuple[int, bytes]], *, connections: int, deadline: float
+) -> Ingest:
+    """POST every (points, body) over `connections` keep-alive connections."""
+    queue = list(reversed(bodies))
+    errors = 0
+    sample = ""
+    accepted = 0
+    async with _session(key, connections) as http:
+
+        async def worker() -> None:
+            nonlocal errors, sample, accepted
+            while queue and time.monotonic() < deadline:
+                n, body = queue.pop()
+                for _ in range(5):  # 503 under backpressure: retry as a client should
+                    async with http.post(f"{url}/api/metrics/batch", data=body) as r:
+                        text = await r.read()
+                        if r.status == 202:
+                            accepted += n
+                            break
+                        errors += 1
+                        sample = sample or f"{r.status} {text[:200]!r}"
+                        if r.status != 503:
+                            break
+                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    return Ingest(accepted, elapsed, errors, sample)
+
+
+async def wait_visible(
+    url: str,
+    key: str,
+    metric: str,
+    expected: int,
+    *,
+    start: float,
+    end: float,
+    give_up_after: float = 60.0,
+) -> float:
+    """Seconds until a count query over [start, end) sees `expected` points (inf if never)."""
+    started = time.perf_counter()
+    params = {"from": str(start), "to": str(end + 1), "interval": "day", "agg": "count"}
+    async with _session(key, 1) as http:
+        while time.perf_counter() - started < give_up_after:
+            async with http.get(f"{url}/api/series", params={"metric": metric, **params}) as r:
+                if r.status == 200:
+                    body: Any = await r.json()
+                    if sum(p["value"] or 0 for p in body["points"]) >= expected:
+                        return time.perf_counter() - started
+            await asyncio.sleep(0.01)
+    return float("inf")
+
+
+def _single_body(i: int) -> bytes:
+    return b'{"metric": "single.m%d"}' % (i % 100)
+
+
+async def single_max_aiohttp(url: str, key: str, seconds: float, connections: int) -> Rate:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+    async with _session(key, connections) as http:
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            i = w
+            while time.monotonic() < deadline:
+                t = time.perf_counter()
+                async with http.post(f"{url}/api/metrics/counter", data=_single_body(i)) as r:
+                    await r.read()
+                    if r.status != 202:
+                        errors += 1
+                latencies.append(time.perf_counter() - t)
+                i += connections
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(connections)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Rate(
+        len(latencies),
+        elapsed,
+        errors,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        "aiohttp",
+    )
+
+
+_WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/api/metrics/counter", nil,
+                    '{"metric": "single.m' .. (counter %% 100) .. '"}')
+end
+"""
+
+
+def single_max_wrk(url: str, key: str, seconds: float, connections: int) -> Rate | None:
+    """The maximum single-point rate measured by wrk, or None without wrk."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "single.lua"
+        script.write_text(_WRK_LUA % key)
+        out = subprocess.run(  # noqa: S603 - wrk from PATH, arguments built here
+            [
+                wrk,
+                "-t2",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    elapsed = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
+        if m is None:
+            return float("nan")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return float(m.group(1)) * scale
+
+    return Rate(requests, elapsed, errors, ms("50%"), ms("99%"), "wrk")
+
+
+async def open_loop(url: str, key: str, rate: float, seconds: float) -> Latency:
+    """`rate` single-point writes a second for `seconds`, each timed from its schedule."""
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    errors = 0
+    async with _session(key, 256) as http:
+        loop = asyncio.get_running_loop()
+        begin = loop.time() + 0.1
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            scheduled = begin + i / rate
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                async with http.post(f"{url}/api/metrics/counter", data=_single_body(i)) as r:
+                    await r.read()
+                    if r.status != 202:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+            latencies.append(loop.time() - scheduled)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(total)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Latency(
+        total,
+        errors,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.95) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        latencies[-1] * 1000 if latencies else float("nan"),
+        total / elapsed,
+    )
+
+
+async def query_latency(
+    url: str, key: str, metric: str, params: dict[str, str], repeats: int
+) -> list[float]:
+    """Seconds per query, `repeats` times after two warm-ups."""
+    out: list[float] = []
+    async with _session(key, 1) as http:
+        for i in range(repeats + 2):
+            t = time.perf_counter()
+            async with http.get(f"{url}/api/series", params={"metric": metric, **params}) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"query failed: {r.status} {await r.text()}")
+            if i >= 2:
+                out.append(time.perf_counter() - t)
+    return sorted(out)
