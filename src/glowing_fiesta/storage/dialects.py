@@ -7,9 +7,10 @@ statements whose syntax differs (upserts, insert-or-ignore).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Insert, Table, event
+from sqlalchemy import Connection, Insert, Table, event
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -114,3 +115,32 @@ def insert_ignore(engine: Engine, table: Table) -> Insert:
     if name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+ExecuteMany = Callable[[Connection, list[dict[str, Any]]], None]
+
+
+def execute_many(engine: Engine, stmt: Insert, columns: list[str]) -> ExecuteMany:
+    """A function running `stmt` for many rows (dicts with exactly `columns`), without
+    SQLAlchemy's per-row work where that is safe.
+
+    On SQLite the statement is compiled once, here, and rows go straight to the driver's
+    executemany as tuples: building parameters row by row took ~20% of a 1,000-cell
+    rollup write. Other engines keep SQLAlchemy's path, whose insertmanyvalues batching
+    is the fast one there.
+    """
+    if engine.dialect.name != "sqlite":
+
+        def generic(conn: Connection, rows: list[dict[str, Any]]) -> None:
+            if rows:
+                conn.execute(stmt, rows)
+
+        return generic
+    compiled = stmt.compile(dialect=engine.dialect, column_keys=columns)
+    sql, order = compiled.string, list(compiled.positiontup or [])
+
+    def run(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])
+
+    return run
