@@ -107,4 +107,7 @@ class Storage(Protocol):
     ) -> tuple[int, int]:
         """(raw blocks, rollup cells) that retention would delete with these cutoffs."""
 
+    async def maintain(self) -> None:
+        """Housekeeping the engine needs every second or so (SQLite: WAL checkpoints)."""
+
     def stats(self) -> StorageStats: ...

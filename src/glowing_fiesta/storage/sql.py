@@ -153,6 +153,11 @@ class SqlStorage:
     async def ping(self) -> None:
         await self._read(lambda c: c.execute(select(1)).scalar())
 
+    async def maintain(self) -> None:
+        sql = dialects.checkpoint_sql(self._read_engine)
+        if sql is not None:
+            await self._read(lambda c: c.exec_driver_sql(sql).all())
+
     def stats(self) -> StorageStats:
         return StorageStats(raw_reads=self._raw_reads, cell_reads=self._cell_reads)
 
