@@ -14,6 +14,10 @@ from glowing_fiesta.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
 CHUNK = 500
+# A batch id claim only guards against a redelivery, which happens within seconds of a
+# worker's death (GF_QUEUE_CLAIM_IDLE_SECONDS) while any worker runs: a day is ample,
+# and keeps the table small at thousands of batches a second.
+CLAIM_DAYS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,9 @@ class Retention:
         for res, cut in cell_cuts.items():
             while (n := await self.storage.delete_cells_before(res, cut, CHUNK)) > 0:
                 cells += n
+        claim_cut = (time.time() if now is None else now) - CLAIM_DAYS * 86400
+        while await self.storage.delete_claims_before(claim_cut, CHUNK * 10) > 0:
+            pass
         if blocks or cells:
             log.info("retention_deleted", raw_blocks=blocks, cells=cells)
         return Report(blocks, cells, dry_run=False)

@@ -187,3 +187,18 @@ def test_revoke_by_prefix_never_revokes_a_key_named_like_that_prefix(store: SqlS
     revoked = {k.name for k in run(store.list_keys()) if not k.active}
     assert revoked == {"other"}
     assert run(store.revoke_keys("gf_CCCCCCCC", T0)) == 0  # that key is revoked already
+
+
+def test_old_batch_claims_are_forgotten_in_chunks(store: SqlStorage) -> None:
+    for i in range(3):
+        item = WriteItem(batch(("claims", C, 1, T0), batch_id=f"entry-{i}"), dedupe=True)
+        run(store.apply([item]))
+    future = 2 * T0  # every claim is older than this
+    assert run(store.delete_claims_before(future, 2)) == 2
+    assert run(store.delete_claims_before(future, 2)) == 1
+    assert run(store.delete_claims_before(future, 2)) == 0
+    # Forgotten claims no longer guard: the same entry would now be written again.
+    run(store.apply([WriteItem(batch(("claims", C, 1, T0), batch_id="entry-0"), dedupe=True)]))
+    m = run(store.get_metric("claims"))
+    assert m is not None
+    assert run(store.count_points(m.id)) == 4

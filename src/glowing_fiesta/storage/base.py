@@ -99,6 +99,9 @@ class Storage(Protocol):
     async def delete_points_before(self, cutoff: float, limit: int) -> int:
         """Delete up to `limit` raw blocks whose newest point is older than `cutoff`."""
 
+    async def delete_claims_before(self, cutoff: float, limit: int) -> int:
+        """Forget up to `limit` batch-id claims made before `cutoff` (see `apply`)."""
+
     async def delete_cells_before(self, res: Resolution, cutoff: float, limit: int) -> int:
         """Delete up to `limit` rollup cells of resolution `res` starting before `cutoff`."""
 

@@ -506,7 +506,21 @@ class SqlStorage:
             )
             if ids:
                 conn.execute(delete(metric_points).where(metric_points.c.id.in_(ids)))
-            conn.execute(delete(processed_batches).where(processed_batches.c.processed_at < cutoff))
+            return len(ids)
+
+        return await self._write(run)
+
+    async def delete_claims_before(self, cutoff: float, limit: int) -> int:
+        def run(conn: Connection) -> int:
+            ids = list(
+                conn.scalars(
+                    select(processed_batches.c.batch_id)
+                    .where(processed_batches.c.processed_at < cutoff)
+                    .limit(limit)
+                )
+            )
+            if ids:
+                conn.execute(delete(processed_batches).where(processed_batches.c.batch_id.in_(ids)))
             return len(ids)
 
         return await self._write(run)
