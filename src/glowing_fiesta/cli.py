@@ -88,7 +88,15 @@ def serve(host: str, port: int, workers: int, access_log: bool) -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Serve this worker's Prometheus metrics on this port (0: off).",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+def worker(metrics_port: int, metrics_host: str) -> None:
     """Consume the Redis queue and write to the database (production layout)."""
     import signal
 
@@ -109,7 +117,14 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(build(settings), stop)
+        components = build(settings)
+        if metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(
+                metrics_port, addr=metrics_host, registry=components.telemetry.registry
+            )
+        await run_worker(components, stop)
 
     _run(go())
 

@@ -35,7 +35,7 @@ class Telemetry:
         self.points_ingested = Counter(
             "gf_points_ingested", "Points acknowledged, by metric type.", ["type"], registry=r
         )
-        self.queue_depth = Gauge("gf_queue_depth", "Points waiting for the writer.", registry=r)
+        self.queue_depth = Gauge("gf_queue_depth", "Batches waiting for a writer.", registry=r)
         self.writer_batch_points = Histogram(
             "gf_writer_batch_points",
             "Points per writer commit.",

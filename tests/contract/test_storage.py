@@ -202,3 +202,12 @@ def test_old_batch_claims_are_forgotten_in_chunks(store: SqlStorage) -> None:
     m = run(store.get_metric("claims"))
     assert m is not None
     assert run(store.count_points(m.id)) == 4
+
+
+def test_ensure_metrics_creates_once_and_keeps_existing_types(store: SqlStorage) -> None:
+    run(store.apply([WriteItem(batch(("old", C, 1, T0)))]))
+    made = run(store.ensure_metrics({"old": V, "new": V}))
+    assert {n: m.type for n, m in made.items()} == {"old": C, "new": V}
+    again = run(store.ensure_metrics({"new": C}))
+    assert again["new"] == made["new"]  # same row, same stat key, type kept
+    assert run(store.ensure_metrics({})) == {}

@@ -46,13 +46,23 @@ def test_accepts_into_the_stream_and_checks_types_at_request_time(
         )
         assert r.status_code == 409
         assert r.json()["error"]["details"][0]["field"] == "metric"
+        # A new metric's first write fixes its type at once, with no worker running: the
+        # next write of the other type is refused, not dropped later.
+        ok = client.post(
+            "/api/metrics/value", json={"metric": "fresh", "value": 2}, headers=bearer(key)
+        )
+        assert ok.status_code == 202
+        r = client.post("/api/metrics/counter", json={"metric": "fresh"}, headers=bearer(key))
+        assert r.status_code == 409
+        listed = client.get("/api/metrics", headers=bearer(key)).json()["metrics"]
+        assert {m["name"]: m["type"] for m in listed} == {"orders": "counter", "fresh": "value"}
         ready = client.get("/ready")
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
         metrics = client.get("/metrics").text
         assert 'gf_points_ingested_total{type="counter"} 1.0' in metrics
     stream = redis.Redis.from_url(str(redis_settings.redis_url))
-    assert stream.xlen(f"{redis_settings.redis_prefix}:points") == 1  # waiting for a worker
+    assert stream.xlen(f"{redis_settings.redis_prefix}:points") == 2  # waiting for a worker
     stream.close()
 
 

@@ -112,11 +112,15 @@ class Worker:
     env: dict[str, str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [EXE, "worker"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [EXE, "worker", "--metrics-port", str(self.metrics_port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def kill(self) -> None:

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from tests.services import MARIADB_URL, PG_URL, redis_prefix, server_database
-from tests.system.conftest import Server, Worker, cli
+from tests.system.conftest import Server, Worker, cli, free_port
 
 pytestmark = pytest.mark.system
 
@@ -39,6 +39,7 @@ def test_two_servers_two_workers_one_killed_nothing_lost_nothing_twice(
     key = cli(prod_env, "keys", "create", "load", "--rate-limit", "1000000").stdout.strip()
     servers = [Server(prod_env, log=tmp_path / f"serve{i}.log") for i in range(2)]
     workers = [Worker(prod_env, log=tmp_path / f"worker{i}.log") for i in range(2)]
+    workers[1].metrics_port = free_port()
     for s in servers:
         s.start()
     for w in workers:
@@ -97,6 +98,14 @@ def test_two_servers_two_workers_one_killed_nothing_lost_nothing_twice(
             ready = http.get("/ready").json()
         assert sum(p["value"] for p in got["points"]) == sum(acked)
         assert ready["checks"] == {"database": "ok", "redis": "ok"}
+        # The surviving worker shows what it wrote on its own Prometheus endpoint.
+        scraped = httpx.get(f"http://127.0.0.1:{workers[1].metrics_port}/metrics").text
+        commits = [
+            line
+            for line in scraped.splitlines()
+            if line.startswith("gf_writer_batch_points_count ")
+        ]
+        assert float(commits[0].split()[1]) > 0
     finally:
         for w in workers:
             w.stop()

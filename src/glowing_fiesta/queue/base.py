@@ -48,4 +48,4 @@ class Queue(Protocol):
     async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None: ...
 
     def depth(self) -> int:
-        """Points waiting to be written (for /metrics and backpressure)."""
+        """Batches waiting to be written, as last seen (for /metrics)."""

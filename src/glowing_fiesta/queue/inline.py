@@ -86,7 +86,7 @@ class InlineQueue:
                 fut.set_exception(error)
 
     def depth(self) -> int:
-        return self._points
+        return len(self._items)
 
 
 def _retrieve(fut: asyncio.Future[None]) -> None:

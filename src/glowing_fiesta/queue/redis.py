@@ -14,6 +14,7 @@ Backpressure: when the stream holds `max_entries` entries, `put` raises `Unavail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -50,7 +51,12 @@ class RedisQueue:
         self.claim_idle_ms = int(claim_idle * 1000)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=30
+            url,
+            socket_connect_timeout=2,
+            # Longer than any XREADGROUP block; a Redis that stops answering turns into
+            # a 503 after this, never a request that hangs.
+            socket_timeout=5,
+            health_check_interval=30,
         )
         self._depth = 0
         self._next_autoclaim = 0.0
@@ -112,6 +118,8 @@ class RedisQueue:
             log.warning("queue_claim_failed", error=str(exc))
             await asyncio.sleep(1.0)  # Redis is down: do not spin
             return []
+        with contextlib.suppress(RedisError):
+            self._depth = await self._redis.xlen(self.stream)
         deliveries: list[Delivery] = []
         poison: list[bytes] = []
         for entry_id, fields in entries:

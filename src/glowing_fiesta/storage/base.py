@@ -19,7 +19,7 @@ from typing import Protocol
 
 from glowing_fiesta.aggregate import Cell
 from glowing_fiesta.errors import TypeConflict
-from glowing_fiesta.model import ApiKey, Metric, PointBatch, Resolution, Scope
+from glowing_fiesta.model import ApiKey, Metric, MetricType, PointBatch, Resolution, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,10 @@ class Storage(Protocol):
 
     async def get_metrics(self, names: Collection[str]) -> dict[str, Metric]:
         """The metrics among `names` that exist, by name."""
+
+    async def ensure_metrics(self, types: dict[str, MetricType]) -> dict[str, Metric]:
+        """Create the metrics that do not exist yet with the given types; return all of
+        them as stored (an existing metric keeps its own type)."""
 
     async def get_metric_by_stat_key(self, stat_key: str) -> Metric | None: ...
 

@@ -190,19 +190,7 @@ class SqlStorage:
         # Sorted, so that concurrent writers take unique-index locks in one order.
         new = sorted({p.metric for k in accepted for p in items[k].batch.points} - known.keys())
         if new:
-            conn.execute(
-                dialects.insert_ignore(self._write_engine, metrics),
-                [
-                    {
-                        "name": n,
-                        "type": types[n].value,
-                        "stat_key": secrets.token_hex(16),
-                        "created_at": now,
-                    }
-                    for n in new
-                ],
-            )
-            known.update(self._metrics_by_name(conn, set(new)))
+            known.update(self._create_metrics(conn, {n: types[n] for n in new}, now))
             # Another process may have created one of them first with the other type.
             raced = {n for n in new if known[n].type is not types[n]}
             if raced:
@@ -241,6 +229,20 @@ class SqlStorage:
                 [{"mid": mid, "t": max(t for t, _ in pts)} for mid, pts in per_metric.items()],
             )
         return results
+
+    def _create_metrics(
+        self, conn: Connection, types: dict[str, MetricType], now: float
+    ) -> dict[str, Metric]:
+        """Insert the metrics no one has created yet (sorted, so concurrent writers take
+        unique-index locks in one order) and return all of them as stored."""
+        conn.execute(
+            dialects.insert_ignore(self._write_engine, metrics),
+            [
+                {"name": n, "type": t.value, "stat_key": secrets.token_hex(16), "created_at": now}
+                for n, t in sorted(types.items())
+            ],
+        )
+        return self._metrics_by_name(conn, set(types))
 
     def _claim_batches(self, conn: Connection, ids: list[str], now: float) -> set[str]:
         """Claim batch ids for this transaction; ids claimed before are not ours."""
@@ -333,6 +335,11 @@ class SqlStorage:
 
     async def get_metrics(self, names: Collection[str]) -> dict[str, Metric]:
         return await self._read(lambda conn: self._metrics_by_name(conn, set(names)))
+
+    async def ensure_metrics(self, types: dict[str, MetricType]) -> dict[str, Metric]:
+        if not types:
+            return {}
+        return await self._write(lambda conn: self._create_metrics(conn, types, time.time()))
 
     async def get_metric_by_stat_key(self, stat_key: str) -> Metric | None:
         def run(conn: Connection) -> Metric | None:
