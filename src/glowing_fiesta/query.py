@@ -20,7 +20,7 @@ from glowing_fiesta.aggregate import Cell
 from glowing_fiesta.errors import Detail, NotFound, ValidationError
 from glowing_fiesta.ingest.validate import trim
 from glowing_fiesta.model import Agg, Fill, Interval, Metric, MetricType, Resolution
-from glowing_fiesta.storage.base import Storage
+from glowing_fiesta.storage.base import CellRow, Storage
 from glowing_fiesta.timeutil import bucket_starts, tiling_resolution, zone
 
 MAX_BUCKETS = 10_000
@@ -78,6 +78,35 @@ def plan(start: float, end: float, res: Resolution | None) -> list[Span]:
     return [*plan(start, lo, finer), Span(res, lo, hi), *plan(hi, end, finer)]
 
 
+# Where a plain aggregate sits in a stored row (start, count, sum, min, max, summary).
+_FIELD = {Agg.SUM: 2, Agg.MIN: 3, Agg.MAX: 4}
+
+
+def _finalise(
+    starts: list[int], buckets: list[CellRow | Cell | None], agg: Agg, fill: Fill
+) -> list[tuple[int, float | None]]:
+    """One (start, value) per bucket, filled as asked; runs once per bucket, so a stored
+    row's value is read in place rather than through a Cell."""
+    empty = 0.0 if fill is Fill.ZERO else None
+    field = _FIELD.get(agg)
+    points: list[tuple[int, float | None]] = []
+    for t, bucket in zip(starts, buckets, strict=True):
+        if bucket is None:
+            if fill is not Fill.NONE:
+                points.append((t, empty))
+        elif isinstance(bucket, Cell):
+            points.append((t, bucket.value(agg)))
+        elif field is not None:
+            points.append((t, bucket[field]))  # type: ignore[arg-type]
+        elif agg is Agg.AVG:
+            points.append((t, bucket[2] / bucket[1]))
+        elif agg is Agg.COUNT:
+            points.append((t, float(bucket[1])))
+        else:
+            points.append((t, Cell.stored(*bucket[1:]).value(agg)))
+    return points
+
+
 def default_agg(mtype: MetricType) -> Agg:
     return Agg.SUM if mtype is MetricType.COUNTER else Agg.AVG
 
@@ -120,40 +149,48 @@ class QueryService:
 
         inner = starts[1:]
         res = tiling_resolution(q.interval, tz, inner) if inner else Resolution.DAY
-        buckets: list[Cell | None] = [None] * len(starts)
+        # A bucket holds the one stored row that fell in it (the common case: cells as
+        # wide as buckets), or a Cell once a second one has to be merged in. Rows arrive
+        # in time order, so a moving index finds their bucket. This loop runs once per
+        # cell (1,440 for a day of minutes): it is kept flat on purpose.
+        buckets: list[CellRow | Cell | None] = [None] * len(starts)
         need_sketch = agg.quantile is not None
-
-        def add(t: float, cell: Cell) -> None:
-            i = bisect_right(starts, t) - 1
-            current = buckets[i]
-            if current is None:
-                buckets[i] = cell
-            else:
-                current.merge(cell)
-
+        i = 0
+        last = len(starts) - 1
         for span in plan(q.start, q.end, res):
             if span.res is None:
+                # Sub-minute slivers at the edges: a few raw points, made into cells.
                 raw: dict[int, list[float]] = {}
                 for t, v in await self.storage.read_points(metric.id, span.start, span.end):
                     raw.setdefault(bisect_right(starts, t) - 1, []).append(v)
-                for i, values in raw.items():
-                    add(starts[i], Cell.of(values))
-            else:
-                cells = await self.storage.read_cells(
-                    metric.id, span.res, int(span.start), int(span.end), sketches=need_sketch
-                )
-                for t, cell in cells:
-                    add(t, cell)
+                for k, values in raw.items():
+                    edge = Cell.of(values)
+                    current = buckets[k]
+                    if current is None:
+                        buckets[k] = edge
+                    else:
+                        if not isinstance(current, Cell):
+                            current = buckets[k] = Cell.stored(*current[1:])
+                        current.merge(edge)
+                continue
+            rows = await self.storage.read_cells(
+                metric.id, span.res, int(span.start), int(span.end), sketches=need_sketch
+            )
+            for row in rows:
+                t = row[0]
+                while i < last and starts[i + 1] <= t:
+                    i += 1
+                current = buckets[i]
+                if current is None:
+                    buckets[i] = row
+                    continue
+                if not isinstance(current, Cell):
+                    current = buckets[i] = Cell.stored(*current[1:])
+                current.merge(Cell.stored(*row[1:]))
 
-        points: list[tuple[int, float | None]] = []
-        for t, bucket in zip(starts, buckets, strict=True):
-            if bucket is not None and bucket.count:
-                points.append((t, bucket.value(agg)))
-            elif fill is Fill.ZERO:
-                points.append((t, 0.0))
-            elif fill is Fill.NULL:
-                points.append((t, None))
-        return Series(metric, q.interval, agg, q.tz, q.start, q.end, points)
+        return Series(
+            metric, q.interval, agg, q.tz, q.start, q.end, _finalise(starts, buckets, agg, fill)
+        )
 
     async def list_metrics(
         self, prefix: str, limit: int, cursor: str | None

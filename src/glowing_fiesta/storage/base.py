@@ -17,9 +17,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from glowing_fiesta.aggregate import Cell
 from glowing_fiesta.errors import TypeConflict
 from glowing_fiesta.model import ApiKey, Metric, MetricType, PointBatch, Resolution, Scope
+
+# A stored rollup cell: (start, count, sum, min, max, percentile summary or None).
+CellRow = tuple[int, int, float, float, float, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,9 @@ class Storage(Protocol):
 
     async def read_cells(
         self, metric_id: int, res: Resolution, start: int, end: int, *, sketches: bool
-    ) -> list[tuple[int, Cell]]:
-        """Rollup cells with start in [start, end), ordered by start."""
+    ) -> list[CellRow]:
+        """Rollup cells with start in [start, end), ordered by start; the summary (what
+        percentiles need, see `aggregate.Cell.stored`) only when `sketches`."""
 
     async def read_points(
         self, metric_id: int, start: float, end: float

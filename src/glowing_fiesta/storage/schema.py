@@ -71,6 +71,9 @@ rollups = Table(
     Column("min", Double, nullable=False),
     Column("max", Double, nullable=False),
     Column("sketch", _Blob, nullable=False),
+    # SQLite: store rows in primary-key order instead of behind a rowid, so a range of
+    # cells is one ordered scan and an upsert touches one B-tree, not two.
+    sqlite_with_rowid=False,
 )
 
 api_keys = Table(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     func,
+    null,
     select,
     tuple_,
     update,
@@ -31,7 +32,7 @@ from glowing_fiesta.aggregate import Cell, fold
 from glowing_fiesta.errors import Detail, TypeConflict, Unavailable, ValidationError
 from glowing_fiesta.model import ApiKey, Metric, MetricType, Resolution, Scope
 from glowing_fiesta.storage import blocks, dialects
-from glowing_fiesta.storage.base import StorageStats, WriteItem
+from glowing_fiesta.storage.base import CellRow, StorageStats, WriteItem
 from glowing_fiesta.storage.schema import (
     api_keys,
     metric_points,
@@ -95,6 +96,27 @@ class SqlStorage:
         self._insert_blocks = dialects.execute_many(
             self._write_engine, metric_points.insert(), ["metric_id", "t_min", "t_max", "n", "data"]
         )
+        self._read_cells = {
+            sketches: dialects.fetch_all(
+                self._read_engine,
+                select(
+                    rollups.c.bucket,
+                    rollups.c.count,
+                    rollups.c.sum,
+                    rollups.c.min,
+                    rollups.c.max,
+                    rollups.c.sketch if sketches else null(),
+                )
+                .where(
+                    rollups.c.metric_id == bindparam("mid"),
+                    rollups.c.res == bindparam("res"),
+                    rollups.c.bucket >= bindparam("lo"),
+                    rollups.c.bucket < bindparam("hi"),
+                )
+                .order_by(rollups.c.bucket),
+            )
+            for sketches in (False, True)
+        }
         cell_key, cell_data = (
             ["metric_id", "res", "bucket"],
             ["count", "sum", "min", "max", "sketch"],
@@ -382,27 +404,12 @@ class SqlStorage:
 
     async def read_cells(
         self, metric_id: int, res: Resolution, start: int, end: int, *, sketches: bool
-    ) -> list[tuple[int, Cell]]:
-        cols = [rollups.c.bucket, rollups.c.count, rollups.c.sum, rollups.c.min, rollups.c.max]
-        if sketches:
-            cols.append(rollups.c.sketch)
+    ) -> list[CellRow]:
+        fetch = self._read_cells[sketches]
+        params = {"mid": metric_id, "res": int(res), "lo": start, "hi": end}
 
-        def run(conn: Connection) -> list[tuple[int, Cell]]:
-            stmt = (
-                select(*cols)
-                .where(
-                    rollups.c.metric_id == metric_id,
-                    rollups.c.res == int(res),
-                    rollups.c.bucket >= start,
-                    rollups.c.bucket < end,
-                )
-                .order_by(rollups.c.bucket)
-            )
-            rows = conn.execute(stmt).all()
-            return [
-                (r[0], Cell.stored(r[1], r[2], r[3], r[4], r[5] if sketches else None))
-                for r in rows
-            ]
+        def run(conn: Connection) -> list[CellRow]:
+            return fetch(conn, params)
 
         self._cell_reads += 1
         return await self._read(run)

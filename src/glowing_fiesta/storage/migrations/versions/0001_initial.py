@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column("max", sa.Double(), nullable=False),
         sa.Column("sketch", _blob, nullable=False),
         sa.PrimaryKeyConstraint("metric_id", "res", "bucket"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "api_keys",
