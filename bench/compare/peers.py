@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import signal
@@ -457,38 +456,6 @@ def _session(connections: int) -> aiohttp.ClientSession:
     )
 
 
-async def ingest(
-    url: str, bodies: list[tuple[int, bytes]], connections: int, deadline: float
-) -> load.Ingest:
-    """POST every (points, body) over `connections` keep-alive connections (as load.ingest)."""
-    queue = list(reversed(bodies))
-    errors = 0
-    sample = ""
-    accepted = 0
-    async with _session(connections) as http:
-
-        async def worker() -> None:
-            nonlocal errors, sample, accepted
-            while queue and time.monotonic() < deadline:
-                n, body = queue.pop()
-                for _ in range(5):  # 503/429 under load: retry as a client should
-                    async with http.post(url, data=body) as r:
-                        text = await r.read()
-                        if r.status == 204:
-                            accepted += n
-                            break
-                        errors += 1
-                        sample = sample or f"{r.status} {text[:200]!r}"
-                        if r.status not in (429, 503):
-                            break
-                        await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - started
-    return load.Ingest(accepted, elapsed, errors, sample)
-
-
 @dataclass
 class Visible:
     seconds: float  # inf if never within the limit
@@ -540,35 +507,10 @@ def single_line(i: int) -> bytes:
     return b"single.m%d value=1" % (i % SINGLE_METRICS)
 
 
-async def single_max_aiohttp(url: str, seconds: float, connections: int) -> load.Rate:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.monotonic() + seconds
-    async with _session(connections) as http:
-
-        async def worker(w: int) -> None:
-            nonlocal errors
-            i = w
-            while time.monotonic() < deadline:
-                t = time.perf_counter()
-                async with http.post(url, data=single_line(i)) as r:
-                    await r.read()
-                    if r.status != 204:
-                        errors += 1
-                latencies.append(time.perf_counter() - t)
-                i += connections
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(connections)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return load.Rate(
-        len(latencies),
-        elapsed,
-        errors,
-        load.percentile(latencies, 0.5) * 1000,
-        load.percentile(latencies, 0.99) * 1000,
-        "aiohttp",
+def writes(peer: Peer) -> load.Endpoint:
+    """The peer's line-protocol write endpoint: 204 means written."""
+    return load.Endpoint(
+        peer.url + peer.write_path, {"Content-Type": "text/plain; charset=utf-8"}, accepted=204
     )
 
 
@@ -581,93 +523,6 @@ request = function()
   return wrk.format(nil, "%s", nil, "single.m" .. (counter %% %d) .. " value=1")
 end
 """
-
-
-def single_max_wrk(base: str, path: str, seconds: float, connections: int) -> load.Rate | None:
-    """The maximum single-line write rate measured by wrk, or None without wrk."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "single.lua"
-        script.write_text(_WRK_LUA % (path, SINGLE_METRICS))
-        out = subprocess.run(  # noqa: S603 - wrk from PATH, arguments built here
-            [
-                wrk,
-                "-t2",
-                f"-c{connections}",
-                f"-d{max(1, round(seconds))}s",
-                "--latency",
-                "-s",
-                str(script),
-                base,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-            check=True,
-        ).stdout
-    return parse_wrk(out)
-
-
-def parse_wrk(out: str) -> load.Rate:
-    """wrk's summary as a Rate (the same parsing as load.single_max_wrk)."""
-    requests = re.search(r"(\d+) requests in", out)
-    elapsed = re.search(r"requests in ([\d.]+)(ms|s|m)\b", out)
-    if requests is None or elapsed is None:
-        raise RuntimeError(f"unexpected wrk output: {out[:500]}")
-    seconds = float(elapsed.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[elapsed.group(2)]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
-
-    def ms(label: str) -> float:
-        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
-        if m is None:
-            return float("nan")
-        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-
-    return load.Rate(int(requests.group(1)), seconds, errors, ms("50%"), ms("99%"), "wrk")
-
-
-async def open_loop(url: str, rate: float, seconds: float) -> load.Latency:
-    """`rate` single-line writes a second for `seconds`, each timed from its schedule
-    (load.open_loop for a generic URL and body: no coordinated omission)."""
-    total = int(rate * seconds)
-    latencies: list[float] = []
-    errors = 0
-    async with _session(256) as http:
-        loop = asyncio.get_running_loop()
-        begin = loop.time() + 0.1
-
-        async def one(i: int) -> None:
-            nonlocal errors
-            scheduled = begin + i / rate
-            delay = scheduled - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                async with http.post(url, data=single_line(i)) as r:
-                    await r.read()
-                    if r.status != 204:
-                        errors += 1
-            except aiohttp.ClientError:
-                errors += 1
-            latencies.append(loop.time() - scheduled)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(total)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return load.Latency(
-        total,
-        errors,
-        load.percentile(latencies, 0.5) * 1000,
-        load.percentile(latencies, 0.95) * 1000,
-        load.percentile(latencies, 0.99) * 1000,
-        latencies[-1] * 1000 if latencies else float("nan"),
-        total / elapsed,
-    )
 
 
 # ---------------------------------------------------------------------------- one run
@@ -686,7 +541,9 @@ def run_ingest(peer: Peer, opts: Options, data: Dataset, out: Run, deadline: flo
     bodies = [(len(b), line_protocol(b)) for b in data.batches()]
     cpu0, wall0 = _cpu(), time.perf_counter()
     with MemorySampler(peer.pid) as sampler:
-        result = asyncio.run(ingest(peer.url + peer.write_path, bodies, opts.connections, deadline))
+        result = asyncio.run(
+            load.ingest(writes(peer), bodies, connections=opts.connections, deadline=deadline)
+        )
         last_write = time.monotonic()
         visible = asyncio.run(wait_visible(peer, data.expected_hot_count(), data.start, data.end))
     out.figures["server_peak_rss_mb"] = sampler.peak_kb / 1024
@@ -717,11 +574,12 @@ def run_queries(peer: Peer, opts: Options, end: float, out: Run) -> None:
 
 def run_single(peer: Peer, opts: Options, out: Run) -> None:
     cpu0, wall0 = _cpu(), time.perf_counter()
-    rate = single_max_wrk(peer.url, peer.write_path, opts.single_seconds, opts.single_connections)
+    lua = _WRK_LUA % (peer.write_path, SINGLE_METRICS)
+    rate = load.run_wrk(peer.url, lua, opts.single_seconds, opts.single_connections)
     if rate is None:
         rate = asyncio.run(
-            single_max_aiohttp(
-                peer.url + peer.write_path, opts.single_seconds, opts.single_connections
+            load.single_max_aiohttp(
+                writes(peer), single_line, opts.single_seconds, opts.single_connections
             )
         )
         out.figures["single_client_cpu_pct"] = _cpu_pct(cpu0, wall0)
@@ -730,7 +588,7 @@ def run_single(peer: Peer, opts: Options, out: Run) -> None:
     out.figures["single_max_errors"] = rate.errors
     out.figures["single_max_p99_ms"] = rate.p99_ms
     cpu0, wall0 = _cpu(), time.perf_counter()
-    lat = asyncio.run(open_loop(peer.url + peer.write_path, opts.open_rate, opts.open_seconds))
+    lat = asyncio.run(load.open_loop(writes(peer), single_line, opts.open_rate, opts.open_seconds))
     out.figures["open_loop_client_cpu_pct"] = _cpu_pct(cpu0, wall0)
     out.figures["open_loop_rate"] = lat.achieved_rate
     out.figures["open_loop_errors"] = lat.errors
@@ -777,7 +635,9 @@ def influx_compacted(opts: Options, data: Dataset, out: Run) -> None:
         peer.start()
         bodies = [(len(b), line_protocol(b)) for b in data.batches()]
         deadline = time.monotonic() + opts.max_seconds
-        result = asyncio.run(ingest(peer.url + peer.write_path, bodies, opts.connections, deadline))
+        result = asyncio.run(
+            load.ingest(writes(peer), bodies, connections=opts.connections, deadline=deadline)
+        )
         del bodies
         waited = wait_stable(peer, limit=180.0)
         allocated, _ = peer.disk()

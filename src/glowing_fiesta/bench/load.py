@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,37 +64,57 @@ class Latency:
     achieved_rate: float
 
 
-def _session(key: str, connections: int) -> aiohttp.ClientSession:
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a load loop POSTs, with what headers, and the status that means accepted.
+
+    The loops below are the same for Glowing Fiesta and for the peers it is compared
+    with (`bench/compare/`); only the endpoint differs.
+    """
+
+    url: str
+    headers: dict[str, str]
+    accepted: int = 202
+    retry: tuple[int, ...] = (429, 503)
+
+
+def gf_endpoint(url: str, key: str, path: str) -> Endpoint:
+    return Endpoint(
+        f"{url}{path}", {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    )
+
+
+def _session(headers: dict[str, str], connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        headers=headers,
         timeout=aiohttp.ClientTimeout(total=60),
     )
 
 
 async def ingest(
-    url: str, key: str, bodies: list[tuple[int, bytes]], *, connections: int, deadline: float
+    to: Endpoint, bodies: list[tuple[int, bytes]], *, connections: int, deadline: float
 ) -> Ingest:
     """POST every (points, body) over `connections` keep-alive connections."""
     queue = list(reversed(bodies))
     errors = 0
     sample = ""
     accepted = 0
-    async with _session(key, connections) as http:
+    async with _session(to.headers, connections) as http:
 
         async def worker() -> None:
             nonlocal errors, sample, accepted
             while queue and time.monotonic() < deadline:
                 n, body = queue.pop()
-                for _ in range(5):  # 503 under backpressure: retry as a client should
-                    async with http.post(f"{url}/api/metrics/batch", data=body) as r:
+                for _ in range(5):  # refused under load: retry as a client should
+                    async with http.post(to.url, data=body) as r:
                         text = await r.read()
-                        if r.status == 202:
+                        if r.status == to.accepted:
                             accepted += n
                             break
                         errors += 1
                         sample = sample or f"{r.status} {text[:200]!r}"
-                        if r.status != 503:
+                        if r.status not in to.retry:
                             break
                         await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
 
@@ -116,7 +137,7 @@ async def wait_visible(
     """Seconds until a count query over [start, end) sees `expected` points (inf if never)."""
     started = time.perf_counter()
     params = {"from": str(start), "to": str(end + 1), "interval": "day", "agg": "count"}
-    async with _session(key, 1) as http:
+    async with _session({"Authorization": f"Bearer {key}"}, 1) as http:
         while time.perf_counter() - started < give_up_after:
             async with http.get(f"{url}/api/series", params={"metric": metric, **params}) as r:
                 if r.status == 200:
@@ -127,24 +148,27 @@ async def wait_visible(
     return float("inf")
 
 
-def _single_body(i: int) -> bytes:
+def gf_single_body(i: int) -> bytes:
     return b'{"metric": "single.m%d"}' % (i % 100)
 
 
-async def single_max_aiohttp(url: str, key: str, seconds: float, connections: int) -> Rate:
+async def single_max_aiohttp(
+    to: Endpoint, body: Callable[[int], bytes], seconds: float, connections: int
+) -> Rate:
+    """Closed-loop maximum of one-point writes (used where wrk is not installed)."""
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
-    async with _session(key, connections) as http:
+    async with _session(to.headers, connections) as http:
 
         async def worker(w: int) -> None:
             nonlocal errors
             i = w
             while time.monotonic() < deadline:
                 t = time.perf_counter()
-                async with http.post(f"{url}/api/metrics/counter", data=_single_body(i)) as r:
+                async with http.post(to.url, data=body(i)) as r:
                     await r.read()
-                    if r.status != 202:
+                    if r.status != to.accepted:
                         errors += 1
                 latencies.append(time.perf_counter() - t)
                 i += connections
@@ -163,7 +187,7 @@ async def single_max_aiohttp(url: str, key: str, seconds: float, connections: in
     )
 
 
-_WRK_LUA = """
+GF_WRK_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %s"
@@ -176,14 +200,14 @@ end
 """
 
 
-def single_max_wrk(url: str, key: str, seconds: float, connections: int) -> Rate | None:
-    """The maximum single-point rate measured by wrk, or None without wrk."""
+def run_wrk(url: str, lua: str, seconds: float, connections: int) -> Rate | None:
+    """The maximum rate wrk reaches with the request that `lua` builds; None without wrk."""
     wrk = shutil.which("wrk")
     if wrk is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "single.lua"
-        script.write_text(_WRK_LUA % key)
+        script = Path(tmp) / "load.lua"
+        script.write_text(lua)
         out = subprocess.run(  # noqa: S603 - wrk from PATH, arguments built here
             [
                 wrk,
@@ -200,8 +224,16 @@ def single_max_wrk(url: str, key: str, seconds: float, connections: int) -> Rate
             timeout=seconds + 60,
             check=True,
         ).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    elapsed = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> Rate:
+    """wrk's summary as a Rate."""
+    requests = re.search(r"(\d+) requests in", out)
+    elapsed = re.search(r"requests in ([\d.]+)(ms|s|m)\b", out)
+    if requests is None or elapsed is None:
+        raise RuntimeError(f"unexpected wrk output: {out[:500]}")
+    seconds = float(elapsed.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[elapsed.group(2)]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
@@ -210,18 +242,19 @@ def single_max_wrk(url: str, key: str, seconds: float, connections: int) -> Rate
         m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
         if m is None:
             return float("nan")
-        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-        return float(m.group(1)) * scale
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
-    return Rate(requests, elapsed, errors, ms("50%"), ms("99%"), "wrk")
+    return Rate(int(requests.group(1)), seconds, errors, ms("50%"), ms("99%"), "wrk")
 
 
-async def open_loop(url: str, key: str, rate: float, seconds: float) -> Latency:
-    """`rate` single-point writes a second for `seconds`, each timed from its schedule."""
+async def open_loop(
+    to: Endpoint, body: Callable[[int], bytes], rate: float, seconds: float
+) -> Latency:
+    """`rate` one-point writes a second for `seconds`, each timed from its schedule."""
     total = int(rate * seconds)
     latencies: list[float] = []
     errors = 0
-    async with _session(key, 256) as http:
+    async with _session(to.headers, 256) as http:
         loop = asyncio.get_running_loop()
         begin = loop.time() + 0.1
 
@@ -232,9 +265,9 @@ async def open_loop(url: str, key: str, rate: float, seconds: float) -> Latency:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                async with http.post(f"{url}/api/metrics/counter", data=_single_body(i)) as r:
+                async with http.post(to.url, data=body(i)) as r:
                     await r.read()
-                    if r.status != 202:
+                    if r.status != to.accepted:
                         errors += 1
             except aiohttp.ClientError:
                 errors += 1
@@ -260,7 +293,7 @@ async def query_latency(
 ) -> list[float]:
     """Seconds per query, `repeats` times after two warm-ups."""
     out: list[float] = []
-    async with _session(key, 1) as http:
+    async with _session({"Authorization": f"Bearer {key}"}, 1) as http:
         for i in range(repeats + 2):
             t = time.perf_counter()
             async with http.get(f"{url}/api/series", params={"metric": metric, **params}) as r:

@@ -88,10 +88,9 @@ def ingest(opts: Options, target: Target, out: Run) -> None:
         if sampler:
             sampler.__enter__()
         deadline = time.monotonic() + opts.max_seconds
+        batches = load.gf_endpoint(target.url, target.key, "/api/metrics/batch")
         result = asyncio.run(
-            load.ingest(
-                target.url, target.key, bodies, connections=opts.connections, deadline=deadline
-            )
+            load.ingest(batches, bodies, connections=opts.connections, deadline=deadline)
         )
         visible = asyncio.run(
             load.wait_visible(
@@ -137,14 +136,15 @@ def query(opts: Options, target: Target, out: Run) -> None:
 
 
 def single(opts: Options, target: Target, out: Run) -> None:
+    counters = load.gf_endpoint(target.url, target.key, "/api/metrics/counter")
     with ClientCpu() as cpu:
-        rate = load.single_max_wrk(
-            target.url, target.key, opts.single_seconds, opts.single_connections
+        rate = load.run_wrk(
+            target.url, load.GF_WRK_LUA % target.key, opts.single_seconds, opts.single_connections
         )
         if rate is None:
             rate = asyncio.run(
                 load.single_max_aiohttp(
-                    target.url, target.key, opts.single_seconds, opts.single_connections
+                    counters, load.gf_single_body, opts.single_seconds, opts.single_connections
                 )
             )
     # With wrk the client is another process: its CPU is not in this process' usage.
@@ -155,7 +155,9 @@ def single(opts: Options, target: Target, out: Run) -> None:
     out.figures["single_max_errors"] = rate.errors
     out.figures["single_max_p99_ms"] = rate.p99_ms
     with ClientCpu() as cpu:
-        lat = asyncio.run(load.open_loop(target.url, target.key, opts.open_rate, opts.open_seconds))
+        lat = asyncio.run(
+            load.open_loop(counters, load.gf_single_body, opts.open_rate, opts.open_seconds)
+        )
     out.figures["open_loop_client_cpu_pct"] = cpu.share
     out.figures["open_loop_rate"] = lat.achieved_rate
     out.figures["open_loop_errors"] = lat.errors
