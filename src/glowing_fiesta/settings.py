@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     rollup_retention_days: int = Field(default=3650, gt=0, le=36500)
     rate_limit_per_minute: int = Field(default=6000, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
-    max_batch_points: int = Field(default=1000, gt=0, le=100_000)
+    # SPEC.md fixes a batch at 1,000 points at most; a deployment may only lower it.
+    max_batch_points: int = Field(default=1000, gt=0, le=1000)
     clock_skew_seconds: int = Field(default=300, ge=0)
     statsd_port: int | None = Field(default=None, ge=1, le=65535)
     statsd_host: str = "127.0.0.1"

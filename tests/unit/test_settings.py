@@ -85,6 +85,7 @@ def test_gf_variables_are_read(
         ("GF_MAX_BODY_BYTES", "0"),
         ("GF_MAX_BODY_BYTES", "1e9"),
         ("GF_MAX_BATCH_POINTS", "0"),
+        ("GF_MAX_BATCH_POINTS", "1001"),
         ("GF_CLOCK_SKEW_SECONDS", "-1"),
         ("GF_STATSD_PORT", "0"),
         ("GF_STATSD_PORT", "65536"),
