@@ -16,7 +16,7 @@ from glowing_fiesta.errors import TypeConflict, ValidationError
 from glowing_fiesta.model import Agg, MetricType, Point, PointBatch, Resolution, Scope
 from glowing_fiesta.storage.base import WriteItem
 from glowing_fiesta.storage.dialects import driver_url
-from glowing_fiesta.storage.schema import metadata
+from glowing_fiesta.storage.schema import metadata, metric_points
 from glowing_fiesta.storage.sql import SqlStorage
 
 T = TypeVar("T")
@@ -214,3 +214,24 @@ def test_ensure_metrics_creates_once_and_keeps_existing_types(store: SqlStorage)
     again = run(store.ensure_metrics({"new": C}))
     assert again["new"] == made["new"]  # same row, same stat key, type kept
     assert run(store.ensure_metrics({})) == {}
+
+
+def test_reads_that_fail_midway_do_not_hide_later_writes(store: SqlStorage) -> None:
+    """A read that raises with its result half read must not leave its connection, pooled
+    again, on an old snapshot (SQLite: an unfinished statement pins one)."""
+    from sqlalchemy import select
+
+    for i in range(20):
+        run(store.apply([WriteItem(batch(("a", C, 1, T0 + 60 * i)))]))
+
+    def fails_midway(conn: Any) -> None:
+        result = conn.execute(select(metric_points))
+        result.fetchone()
+        raise RuntimeError("the caller's code failed with rows still to come")
+
+    for _ in range(8):
+        with pytest.raises(RuntimeError):
+            run(store._read(fails_midway))
+    run(store.apply([WriteItem(batch(("b", C, 1, T0)))]))
+    for _ in range(8):  # whichever pooled connection answers, it sees the new write
+        assert run(store.get_metric("b")) is not None

@@ -142,7 +142,7 @@ class SqlStorage:
             for attempt in range(_RETRIES):
                 try:
                     with self._write_engine.begin() as conn:
-                        return fn(conn)
+                        return _discarding_on_error(conn, fn)
                 except DBAPIError as exc:
                     if attempt == _RETRIES - 1 or not dialects.is_retryable(exc):
                         raise
@@ -157,7 +157,7 @@ class SqlStorage:
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         def run() -> T:
             with self._read_engine.connect() as conn:
-                return fn(conn)
+                return _discarding_on_error(conn, fn)
 
         try:
             return await asyncio.to_thread(run)
@@ -593,6 +593,21 @@ class SqlStorage:
             return int(conn.scalar(stmt) or 0)
 
         return await self._read(run)
+
+
+def _discarding_on_error(conn: Connection, fn: Callable[[Connection], T]) -> T:
+    """Run `fn`; if it raises, discard the connection instead of pooling it again.
+
+    A statement left unfinished by the error stays alive as long as the traceback that
+    references its cursor, and on SQLite an unfinished read pins its connection to the
+    snapshot it started in: pooled again, that connection would serve old data to later
+    reads (found by a test: reads failing mid-result hid later writes).
+    """
+    try:
+        return fn(conn)
+    except BaseException:
+        conn.invalidate()
+        raise
 
 
 _GAP = 32  # cells; a longer run of untouched cells splits a range read in two
