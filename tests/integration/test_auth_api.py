@@ -414,6 +414,14 @@ def test_wrong_methods_are_405_with_the_envelope(
     assert allowed in r.headers["Allow"]
 
 
+def test_allow_names_every_method_of_a_path_served_by_several_routes(
+    client: TestClient,
+) -> None:
+    r = client.request("PUT", "/api/metrics/some-metric")
+    error_of(r, 405, "method_not_allowed")
+    assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "HEAD", "DELETE"}
+
+
 def test_health(client: TestClient) -> None:
     r = client.get("/health")
     assert r.status_code == 200

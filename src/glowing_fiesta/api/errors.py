@@ -7,6 +7,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from glowing_fiesta.errors import (
     BadRequest,
@@ -78,12 +79,24 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
         body = envelope("method_not_allowed", f"{request.method} is not allowed here")
     else:  # pragma: no cover - Starlette raises only the two above for routing
         body = envelope("http_error", str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return Response(
-        body,
-        status_code=exc.status_code,
-        media_type="application/json",
-        headers=dict(exc.headers or {}),
+        body, status_code=exc.status_code, media_type="application/json", headers=headers
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's own Allow header names
+    only the first route that matched the path; GET and DELETE /api/metrics/{metric}
+    are two routes."""
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            allowed.update(getattr(route, "methods", None) or ())
+    return sorted(allowed)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
