@@ -36,6 +36,7 @@ import aiohttp
 
 from glowing_fiesta.bench import load
 from glowing_fiesta.bench.dataset import HOT, Dataset, line_protocol
+from glowing_fiesta.bench.runner import Options as BenchOptions
 from glowing_fiesta.bench.runner import Run, summarise, table
 from glowing_fiesta.bench.server import MemorySampler
 
@@ -46,20 +47,10 @@ SINGLE_METRICS = 100
 
 
 @dataclass
-class Options:
-    """The knobs of `glowing-fiesta bench`, with the same defaults."""
+class Options(BenchOptions):
+    """The knobs of `glowing-fiesta bench`, with the same defaults, plus the peers' own."""
 
-    runs: int = 3
-    points: int = 3_000_000
-    metrics: int = 100
-    connections: int = 4
-    single_seconds: float = 10.0
-    single_connections: int = 64
-    open_rate: float = 1000.0
-    open_seconds: float = 10.0
-    query_repeats: int = 30
     settle_seconds: float = 10.0  # InfluxDB: wait this long after the last write, then du
-    max_seconds: float = 900.0
 
 
 # ---------------------------------------------------------------------------- servers

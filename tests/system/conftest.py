@@ -46,8 +46,22 @@ def terminate(proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait(10)
 
 
+class Process:
+    """A started program that tests stop gracefully or kill outright."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+
 @dataclass
-class Server:
+class Server(Process):
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -78,14 +92,6 @@ class Server:
             time.sleep(0.1)
         raise AssertionError(f"serve did not come up:\n{self.log.read_text()}")
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        terminate(self.proc)
-
 
 @pytest.fixture
 def gf_env(tmp_path: Path) -> dict[str, str]:
@@ -106,7 +112,7 @@ def server(gf_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
 
 
 @dataclass
-class Worker:
+class Worker(Process):
     """A real `glowing-fiesta worker` process."""
 
     env: dict[str, str]
@@ -122,11 +128,3 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        terminate(self.proc)
