@@ -37,7 +37,7 @@ import aiohttp
 from glowing_fiesta.bench import load
 from glowing_fiesta.bench.dataset import HOT, Dataset, line_protocol
 from glowing_fiesta.bench.runner import Options as BenchOptions
-from glowing_fiesta.bench.runner import Run, summarise, table
+from glowing_fiesta.bench.runner import Run, single_writes, summarise, table
 from glowing_fiesta.bench.server import MemorySampler
 
 DB = "bench"
@@ -564,29 +564,8 @@ def run_queries(peer: Peer, opts: Options, end: float, out: Run) -> None:
 
 
 def run_single(peer: Peer, opts: Options, out: Run) -> None:
-    cpu0, wall0 = _cpu(), time.perf_counter()
     lua = _WRK_LUA % (peer.write_path, SINGLE_METRICS)
-    rate = load.run_wrk(peer.url, lua, opts.single_seconds, opts.single_connections)
-    if rate is None:
-        rate = asyncio.run(
-            load.single_max_aiohttp(
-                writes(peer), single_line, opts.single_seconds, opts.single_connections
-            )
-        )
-        out.figures["single_client_cpu_pct"] = _cpu_pct(cpu0, wall0)
-    out.notes["single_tool"] = rate.tool
-    out.figures["single_max_req_per_s"] = rate.rate
-    out.figures["single_max_errors"] = rate.errors
-    out.figures["single_max_p99_ms"] = rate.p99_ms
-    cpu0, wall0 = _cpu(), time.perf_counter()
-    lat = asyncio.run(load.open_loop(writes(peer), single_line, opts.open_rate, opts.open_seconds))
-    out.figures["open_loop_client_cpu_pct"] = _cpu_pct(cpu0, wall0)
-    out.figures["open_loop_rate"] = lat.achieved_rate
-    out.figures["open_loop_errors"] = lat.errors
-    out.figures["open_loop_p50_ms"] = lat.p50_ms
-    out.figures["open_loop_p95_ms"] = lat.p95_ms
-    out.figures["open_loop_p99_ms"] = lat.p99_ms
-    out.figures["open_loop_max_ms"] = lat.max_ms
+    single_writes(opts, out, base_url=peer.url, lua=lua, to=writes(peer), body=single_line)
 
 
 def one_run(peer_cls: type[Peer], opts: Options) -> Run:

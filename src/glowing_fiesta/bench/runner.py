@@ -15,6 +15,7 @@ import sqlite3
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -137,15 +138,32 @@ def query(opts: Options, target: Target, out: Run) -> None:
 
 def single(opts: Options, target: Target, out: Run) -> None:
     counters = load.gf_endpoint(target.url, target.key, "/api/metrics/counter")
+    single_writes(
+        opts,
+        out,
+        base_url=target.url,
+        lua=load.GF_WRK_LUA % target.key,
+        to=counters,
+        body=load.gf_single_body,
+    )
+
+
+def single_writes(
+    opts: Options,
+    out: Run,
+    *,
+    base_url: str,
+    lua: str,
+    to: load.Endpoint,
+    body: Callable[[int], bytes],
+) -> None:
+    """The single-write workload against any target: the maximum rate (wrk running `lua`,
+    else aiohttp posting `body(i)` to `to`), then the open loop."""
     with ClientCpu() as cpu:
-        rate = load.run_wrk(
-            target.url, load.GF_WRK_LUA % target.key, opts.single_seconds, opts.single_connections
-        )
+        rate = load.run_wrk(base_url, lua, opts.single_seconds, opts.single_connections)
         if rate is None:
             rate = asyncio.run(
-                load.single_max_aiohttp(
-                    counters, load.gf_single_body, opts.single_seconds, opts.single_connections
-                )
+                load.single_max_aiohttp(to, body, opts.single_seconds, opts.single_connections)
             )
     # With wrk the client is another process: its CPU is not in this process' usage.
     if rate.tool != "wrk":
@@ -155,9 +173,7 @@ def single(opts: Options, target: Target, out: Run) -> None:
     out.figures["single_max_errors"] = rate.errors
     out.figures["single_max_p99_ms"] = rate.p99_ms
     with ClientCpu() as cpu:
-        lat = asyncio.run(
-            load.open_loop(counters, load.gf_single_body, opts.open_rate, opts.open_seconds)
-        )
+        lat = asyncio.run(load.open_loop(to, body, opts.open_rate, opts.open_seconds))
     out.figures["open_loop_client_cpu_pct"] = cpu.share
     out.figures["open_loop_rate"] = lat.achieved_rate
     out.figures["open_loop_errors"] = lat.errors
