@@ -25,7 +25,7 @@ from glowing_fiesta.sketch import Sketch
 
 SMALL = 16
 # First byte of a stored list of exact values; sketches start with their version (1).
-_VALUES_TAG = 0xE0
+VALUES_TAG = 0xE0
 
 
 @dataclass(slots=True)
@@ -56,7 +56,7 @@ class Cell:
         cell = cls(count, total, low, high)
         if summary is None:
             return cell
-        if summary[:1] == bytes((_VALUES_TAG,)):
+        if summary[:1] == bytes((VALUES_TAG,)):
             n = (len(summary) - 1) // 8
             if len(summary) != 1 + 8 * n:
                 raise ValueError("corrupt stored values")
@@ -68,7 +68,7 @@ class Cell:
     def summary(self) -> bytes:
         """What is stored beside count/sum/min/max for percentiles."""
         if self.values is not None:
-            return bytes((_VALUES_TAG,)) + struct.pack(f"<{len(self.values)}d", *self.values)
+            return bytes((VALUES_TAG,)) + struct.pack(f"<{len(self.values)}d", *self.values)
         return (self.sketch or Sketch()).to_bytes()
 
     def merge(self, other: Cell) -> None:

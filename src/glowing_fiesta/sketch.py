@@ -22,7 +22,10 @@ from itertools import accumulate, repeat
 from operator import mul, sub
 from typing import ClassVar
 
-__all__ = ["Sketch"]
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["MAX_BINS", "ZERO_THRESHOLD", "Sketch", "assemble", "indices", "parse_header"]
 
 _RELATIVE_ACCURACY = 0.005
 _GAMMA = (1 + _RELATIVE_ACCURACY) / (1 - _RELATIVE_ACCURACY)
@@ -48,6 +51,82 @@ _F64 = struct.Struct("<d")
 
 def _index(magnitude: float) -> int:
     return math.ceil(math.log(magnitude) * _INV_LOG_GAMMA)
+
+
+ZERO_THRESHOLD = _ZERO_THRESHOLD
+MAX_BINS = _MAX_BINS
+# A product this close to an integer is a bin edge, where numpy's log and libm's may
+# round apart: |log * 1/log(gamma)| < 8e4, so they differ by far less than this.
+_EDGE = 1e-6
+
+
+def indices(magnitudes: NDArray[np.float64]) -> NDArray[np.int64]:
+    """The bin of each magnitude (> ZERO_THRESHOLD), exactly as `Sketch.add` computes it.
+
+    numpy's log may differ from libm's in the last place; that only changes a bin for a
+    value on a bin edge, and those few are recomputed with math.log, so a value lands in
+    the same bin whichever path added it (merging stays exact).
+    """
+    scaled = np.log(magnitudes) * _INV_LOG_GAMMA
+    keys = np.ceil(scaled).astype(np.int64)
+    for i in np.flatnonzero(np.abs(scaled - np.rint(scaled)) < _EDGE).tolist():
+        keys[i] = _index(float(magnitudes[i]))
+    return keys
+
+
+def parse_header(data: bytes) -> tuple[float, float, int, int] | None:
+    """(min, max, flags, offset of the varints) of a non-empty version-1 sketch's bytes;
+    None for anything else (an empty sketch, another version, unknown flags), which
+    callers leave to `Sketch.from_bytes` to read or reject."""
+    if len(data) < 10 or data[0] != _VERSION:
+        return None
+    flags = data[1]
+    if flags & ~_KNOWN_FLAGS or not flags & _HAS_MIN:
+        return None
+    low = _F64.unpack_from(data, 2)[0]
+    if flags & _HAS_MAX:
+        if len(data) < 18:
+            return None
+        return low, _F64.unpack_from(data, 10)[0], flags, 18
+    return low, low, flags, 10
+
+
+def has_zero(flags: int) -> bool:
+    return bool(flags & _HAS_ZERO)
+
+
+def store_signs(flags: int) -> list[int]:
+    """The stores a sketch's bytes hold, in order: 0 positive, 1 negative."""
+    return [sign for sign, flag in ((0, _HAS_POSITIVE), (1, _HAS_NEGATIVE)) if flags & flag]
+
+
+def assemble(
+    low: float, high: float, zero: int, stores: list[tuple[int, int, int, bytes]]
+) -> bytes:
+    """`to_bytes` from parts: bounds, zero count and, per non-empty store in ascending
+    sign (0 positive, 1 negative), (sign, bin count, first bin, varint body)."""
+    out = bytearray((_VERSION, 0))
+    flags = _HAS_MIN
+    low_bytes = _F64.pack(low)
+    out += low_bytes
+    high_bytes = _F64.pack(high)
+    if high_bytes != low_bytes:
+        flags |= _HAS_MAX
+        out += high_bytes
+    if zero:
+        flags |= _HAS_ZERO
+        _put_varints(out, [zero])
+    for sign, nbins, first, body in stores:
+        flags |= _HAS_NEGATIVE if sign else _HAS_POSITIVE
+        _put_varints(out, [nbins, (first << 1) ^ (first >> 63)])
+        out += body
+    out[1] = flags
+    return bytes(out)
+
+
+def put_varints(out: bytearray, numbers: list[int]) -> None:
+    """Append non-negative ints as LEB128 varints."""
+    _put_varints(out, numbers)
 
 
 def _collapse(store: Counter[int]) -> None:
@@ -264,6 +343,25 @@ class Sketch:
         self._count += other._count
         self._min = min(self._min, other._min)
         self._max = max(self._max, other._max)
+
+    @classmethod
+    def from_bins(
+        cls,
+        low: float,
+        high: float,
+        zero: int,
+        positive: dict[int, int],
+        negative: dict[int, int],
+    ) -> Sketch:
+        """The sketch with these bounds and bins, folded to at most MAX_BINS per store."""
+        sketch = cls()
+        sketch._positive, sketch._negative = Counter(positive), Counter(negative)
+        for store in (sketch._positive, sketch._negative):
+            _collapse(store)
+        sketch._zero = zero
+        sketch._count = zero + sum(positive.values()) + sum(negative.values())
+        sketch._min, sketch._max = low, high
+        return sketch
 
     def quantile(self, q: float) -> float | None:
         """Estimate of the lower-rank q-quantile (see the class docstring); None when empty.

@@ -14,6 +14,9 @@ import zlib
 from array import array
 from collections.abc import Sequence
 
+import numpy as np
+from numpy.typing import NDArray
+
 _VERSION = 1
 _HEADER = struct.Struct("<I")
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -35,6 +38,26 @@ def encode(points: Sequence[tuple[float, float]]) -> bytes:
         values.byteswap()
     body = _HEADER.pack(len(ordered)) + times.tobytes() + values.tobytes()
     return bytes([_VERSION]) + zlib.compress(body, 1)
+
+
+def encode_runs(
+    time: NDArray[np.float64], value: NDArray[np.float64], starts: list[int], ends: list[int]
+) -> list[bytes]:
+    """`encode` of each run [start, end) of points already sorted by (time, value), in bulk:
+    the same bytes, with the per-point work done once for all runs."""
+    ms = np.round(time * 1000).astype(np.int64)
+    deltas = np.diff(ms, prepend=0)
+    deltas[starts] = ms[starts]  # each block's first time is absolute
+    delta_bytes = deltas.astype("<i8").tobytes()
+    value_bytes = value.astype("<f8").tobytes()
+    prefix = bytes([_VERSION])
+    return [
+        prefix
+        + zlib.compress(
+            _HEADER.pack(b - a) + delta_bytes[8 * a : 8 * b] + value_bytes[8 * a : 8 * b], 1
+        )
+        for a, b in zip(starts, ends, strict=True)
+    ]
 
 
 def decode(data: bytes) -> list[tuple[float, float]]:
