@@ -125,6 +125,10 @@ class ServeRuntime:
         _calm_garbage_collector()
         self._others = [asyncio.create_task(_every(10.0, c.services.auth.flush_last_used))]
         if c.embedded:
+            if c.settings.writer_process:
+                await c.storage.write_in_process(
+                    log_level=c.settings.log_level, log_format=c.settings.log_format
+                )
             self._writer = asyncio.create_task(c.writer.run(), name="writer")
             self._others.append(asyncio.create_task(_every(1.0, c.storage.maintain)))
             self._others.append(

@@ -33,6 +33,7 @@ from glowing_fiesta.errors import Detail, TypeConflict, Unavailable, ValidationE
 from glowing_fiesta.model import ApiKey, Metric, MetricType, Resolution, Scope
 from glowing_fiesta.storage import blocks, dialects
 from glowing_fiesta.storage.base import CellRow, StorageStats, WriteItem
+from glowing_fiesta.storage.process import WriteProcess
 from glowing_fiesta.storage.schema import (
     api_keys,
     metric_points,
@@ -103,6 +104,11 @@ class SqlStorage:
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
         self.url = dialects.driver_url(url)
+        self._synchronous = sqlite_synchronous
+        # When set, `apply` (the hot path) runs in that process; every other write
+        # (keys, metric deletion, retention) stays here and takes the engine's lock the
+        # usual way.
+        self._process: WriteProcess | None = None
         self._write_engine = create_engine(
             self.url,
             **dialects.engine_options(self.url, writer=True),
@@ -193,6 +199,22 @@ class SqlStorage:
     async def open(self) -> None:
         await self.ping()
 
+    async def write_in_process(self, *, log_level: str, log_format: str) -> None:
+        """From now on run `apply` in a child process (storage/process.py)."""
+        process = WriteProcess(
+            self.url.render_as_string(hide_password=False),
+            sqlite_synchronous=self._synchronous,
+            log_level=log_level,
+            log_format=log_format,
+        )
+        await process.start()
+        self._process = process
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid, when `apply` runs in one."""
+        return self._process.pid if self._process is not None else None
+
     def dispose(self) -> None:
         """Close every connection (synchronously, for the writer process)."""
         self._writer.shutdown(wait=True)
@@ -200,6 +222,8 @@ class SqlStorage:
         self._read_engine.dispose()
 
     async def close(self) -> None:
+        if self._process is not None:
+            await self._process.stop()
         self.dispose()
 
     async def ping(self) -> None:
@@ -216,7 +240,13 @@ class SqlStorage:
     # -- writes ---------------------------------------------------------------------
 
     async def apply(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
+        if self._process is not None:
+            return await self._process.apply(items)
         return await self._write(lambda conn: self._apply(conn, items))
+
+    def apply_now(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
+        """`apply` on the calling thread (the writer process's loop)."""
+        return self._write_now(lambda conn: self._apply(conn, items))
 
     def _apply(self, conn: Connection, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
         now = time.time()

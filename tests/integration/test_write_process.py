@@ -1,0 +1,101 @@
+"""The embedded writer in a process of its own: it writes, and its death loses nothing
+that was acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from glowing_fiesta.bootstrap import ServeRuntime, build
+from glowing_fiesta.errors import TypeConflict, Unavailable
+from glowing_fiesta.model import MetricType, Point, PointBatch
+from glowing_fiesta.settings import Settings
+
+
+def batch(name: str, kind: MetricType = MetricType.COUNTER) -> PointBatch:
+    return PointBatch(uuid.uuid4().hex, [Point(name, kind, 2.0, time.time() - 60)])
+
+
+async def stored_points(settings: Settings, name: str) -> int:
+    storage = build(settings).storage
+    try:
+        metric = await storage.get_metric(name)
+        return 0 if metric is None else await storage.count_points(metric.id)
+    finally:
+        await storage.close()
+
+
+def test_writes_go_through_a_child_process(settings: Settings) -> None:
+    async def scenario() -> tuple[int | None, int]:
+        components = build(settings)
+        runtime = ServeRuntime(components)
+        await runtime.start()
+        pid = components.storage.writer_pid
+        await asyncio.gather(*(components.queue.put(batch("wp")) for _ in range(50)))
+        await runtime.stop()
+        return pid, await stored_points(settings, "wp")
+
+    pid, stored = asyncio.run(scenario())
+    assert pid is not None
+    assert pid != os.getpid()
+    assert stored == 50
+
+
+def test_a_type_conflict_comes_back_from_the_child(settings: Settings) -> None:
+    async def scenario() -> None:
+        components = build(settings)
+        runtime = ServeRuntime(components)
+        await runtime.start()
+        try:
+            await components.queue.put(batch("tc", MetricType.COUNTER))
+            with pytest.raises(TypeConflict) as raised:
+                await components.queue.put(batch("tc", MetricType.VALUE))
+            assert raised.value.details[0].field == "metric"
+            assert raised.value.details[0].index == 0
+        finally:
+            await runtime.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_writer_is_a_503_and_the_next_write_starts_a_new_one(settings: Settings) -> None:
+    async def scenario() -> tuple[int, int, int]:
+        components = build(settings)
+        runtime = ServeRuntime(components)
+        await runtime.start()
+        try:
+            await components.queue.put(batch("k"))
+            first = components.storage.writer_pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            await asyncio.sleep(0.2)
+            with pytest.raises(Unavailable):
+                await components.queue.put(batch("k"))
+            await components.queue.put(batch("k"))
+            second = components.storage.writer_pid
+            assert second is not None
+        finally:
+            await runtime.stop()
+        return first, second, await stored_points(settings, "k")
+
+    first, second, stored = asyncio.run(scenario())
+    assert second != first
+    assert stored == 2  # the acknowledged writes, and not the refused one
+
+
+def test_the_writer_can_stay_in_process(settings: Settings) -> None:
+    async def scenario() -> tuple[int | None, int]:
+        components = build(settings.model_copy(update={"writer_process": False}))
+        runtime = ServeRuntime(components)
+        await runtime.start()
+        pid = components.storage.writer_pid
+        await components.queue.put(batch("ip"))
+        await runtime.stop()
+        return pid, await stored_points(settings, "ip")
+
+    assert asyncio.run(scenario()) == (None, 1)
