@@ -121,7 +121,7 @@ class SqlStorage:
         dialects.configure(self._read_engine, writer=False, sqlite_synchronous=sqlite_synchronous)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gf-writer")
         self._insert_blocks = dialects.execute_many(
-            self._write_engine, metric_points.insert(), ["metric_id", "t_min", "t_max", "n", "data"]
+            self._write_engine, metric_points, ["metric_id", "t_min", "t_max", "n", "data"]
         )
         self._read_cells = {
             sketches: dialects.fetch_all(
@@ -149,9 +149,7 @@ class SqlStorage:
             ["count", "sum", "min", "max", "sketch"],
         )
         self._upsert_cells = dialects.execute_many(
-            self._write_engine,
-            dialects.upsert(self._write_engine, rollups, cell_key, cell_data),
-            cell_key + cell_data,
+            self._write_engine, rollups, cell_key + cell_data, upsert_on=cell_key
         )
         self._cells_in_range = dialects.fetch_all(self._write_engine, _CELLS_IN_RANGE)
         self._raw_reads = 0
