@@ -54,6 +54,19 @@ def test_apply_creates_metrics_and_writes_points_and_cells(store: SqlStorage) ->
     assert [tuple(row) for row in day] == [(T0, 2, 3, 1, 2, None)]
 
 
+def test_last_point_at_only_moves_forward(store: SqlStorage) -> None:
+    def last(name: str) -> float | None:
+        metric = run(store.get_metric(name))
+        assert metric is not None
+        return metric.last_point_at
+
+    run(store.apply([WriteItem(batch(("p", C, 1, T0 + 100), ("q", V, 1, T0 + 7)))]))
+    run(store.apply([WriteItem(batch(("p", C, 1, T0 + 50), ("q", V, 1, T0 + 9)))]))
+    assert (last("p"), last("q")) == (T0 + 100, T0 + 9)
+    run(store.apply([WriteItem(batch(("p", C, 1, T0 + 200)))]))
+    assert (last("p"), last("q")) == (T0 + 200, T0 + 9)
+
+
 def test_cells_merge_across_transactions(store: SqlStorage) -> None:
     for v in (3.0, 1.0, 5.0):
         run(store.apply([WriteItem(batch(("m", V, v, T0 + 10)))]))

@@ -18,10 +18,12 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    case,
     cast,
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
@@ -260,6 +262,42 @@ def _pg_array_literal(kind: type) -> Callable[[Sequence[Any]], str]:
     if kind in (int, float):
         return lambda values: "{" + ",".join(map(repr, values)) + "}"
     raise TypeError(f"no array literal for {kind}")  # pragma: no cover - our schema only
+
+
+RaiseMany = Callable[[Connection, dict[int, float]], None]
+
+
+def raise_many(engine: Engine, table: Table, key: str, column: str) -> RaiseMany:
+    """A function setting `column` to the given value in each row (by `key`) where it is
+    NULL or lower. MySQL/MariaDB: one UPDATE with a CASE (PyMySQL sends an executemany
+    of UPDATEs as one round trip each: 100 metrics were a fifth of a worker's write);
+    elsewhere an executemany of one prepared UPDATE (pipelined by psycopg, in-process on
+    SQLite)."""
+    col, ident = table.c[column], table.c[key]
+    if engine.dialect.name == "mysql":
+
+        def one_statement(conn: Connection, values: dict[int, float]) -> None:
+            if values:
+                newer = case(values, value=ident)
+                conn.execute(
+                    update(table)
+                    .where(ident.in_(sorted(values)))
+                    .values({column: func.greatest(func.coalesce(col, newer), newer)})
+                )
+
+        return one_statement
+    stmt = (
+        update(table)
+        .where(ident == bindparam("k"))
+        .where(col.is_(None) | (col < bindparam("v")))
+        .values({column: bindparam("v")})
+    )
+
+    def each(conn: Connection, values: dict[int, float]) -> None:
+        if values:
+            conn.execute(stmt, [{"k": k, "v": v} for k, v in values.items()])
+
+    return each
 
 
 FetchAll = Callable[[Connection, dict[str, Any]], list[Any]]

@@ -53,12 +53,6 @@ _LOCK_METRICS = (
     .order_by(metrics.c.id)
     .with_for_update()
 )
-_TOUCH_METRICS = (
-    update(metrics)
-    .where(metrics.c.id == bindparam("mid"))
-    .where((metrics.c.last_point_at.is_(None)) | (metrics.c.last_point_at < bindparam("t")))
-    .values(last_point_at=bindparam("t"))
-)
 _CELLS_IN_RANGE = select(rollups).where(
     rollups.c.metric_id.in_(bindparam("ids", expanding=True)),
     rollups.c.res == bindparam("res"),
@@ -152,6 +146,9 @@ class SqlStorage:
             self._write_engine, rollups, cell_key + cell_data, upsert_on=cell_key
         )
         self._cells_in_range = dialects.fetch_all(self._write_engine, _CELLS_IN_RANGE)
+        self._touch_metrics = dialects.raise_many(
+            self._write_engine, metrics, "id", "last_point_at"
+        )
         self._raw_reads = 0
         self._cell_reads = 0
 
@@ -300,7 +297,7 @@ class SqlStorage:
                 conn.execute(_LOCK_METRICS, {"ids": sorted(last)})
             self._write_blocks(conn, points)
             self._write_rollups(conn, points)
-            conn.execute(_TOUCH_METRICS, [{"mid": mid, "t": t} for mid, t in last.items()])
+            self._touch_metrics(conn, last)
         return results
 
     def _create_metrics(
