@@ -478,3 +478,22 @@ def test_a_batch_body_of_the_wrong_shape_is_400(raw: bytes) -> None:
     with pytest.raises(BadRequest) as info:
         decode_batch(raw, RULES, now=NOW)
     assert info.value.message
+
+
+def test_batch_ids_are_unique_in_a_process_and_in_a_forked_child() -> None:
+    import os
+
+    from glowing_fiesta.ingest.validate import new_batch_id
+
+    ids = {new_batch_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write, new_batch_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    assert child_id not in ids
+    assert child_id[:16] != next(iter(ids))[:16]  # a fresh random prefix, not the parent's

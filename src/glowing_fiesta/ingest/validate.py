@@ -11,10 +11,12 @@ JSON to name every bad field.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+import secrets
 import time
 import unicodedata
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,27 @@ _WHITE_SPACE = (
 _TOO_DEEP = "the body is nested too deeply to be a metrics request"
 
 TimeIn = float | str | None
+
+
+# A batch id is this process's random 64-bit prefix and a counter: unique across
+# processes and hosts like a uuid4, without a getrandom call per request (7% of a
+# single write's time in `serve`).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count()
+
+
+def _new_prefix() -> None:
+    global _ID_PREFIX  # noqa: PLW0603 - per-process state, reset in a forked child
+    _ID_PREFIX = secrets.token_hex(8)
+
+
+# A forked child must not repeat its parent's ids: the Redis writer would skip them.
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_batch_id() -> str:
+    """A unique id for a validated batch (the Redis writer de-duplicates on it)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 class CounterIn(msgspec.Struct):
@@ -182,7 +205,7 @@ class Rules:
             raise ValidationError(f"{len(details)} {noun}: {details[0].message}", details)
         good = [p for p in points if isinstance(p, Point)]
         _check_types_within(good)
-        return PointBatch(uuid.uuid4().hex, good)
+        return PointBatch(new_batch_id(), good)
 
 
 def _check_types_within(points: list[Point]) -> None:
@@ -240,7 +263,7 @@ def decode_single(
     checked = _check_fields(fields, mtype, rules, now, None)
     if isinstance(checked, list):
         raise ValidationError(checked[0].message, checked)
-    return PointBatch(uuid.uuid4().hex, [checked])
+    return PointBatch(new_batch_id(), [checked])
 
 
 def decode_batch(body: bytes, rules: Rules, now: float | None = None) -> PointBatch:
