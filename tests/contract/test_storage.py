@@ -54,6 +54,20 @@ def test_apply_creates_metrics_and_writes_points_and_cells(store: SqlStorage) ->
     assert [tuple(row) for row in day] == [(T0, 2, 3, 1, 2, None)]
 
 
+def test_read_series_reads_the_metric_and_every_span_at_once(store: SqlStorage) -> None:
+    run(store.apply([WriteItem(batch(("s", V, 1.0, T0 + 5), ("s", V, 3.0, T0 + 65)))]))
+    spans = [(None, T0 + 0.0, T0 + 60.0), (Resolution.MINUTE, T0 + 60.0, T0 + 120.0)]
+    metric, reads = run(store.read_series("s", spans, sketches=True))
+    assert metric is not None
+    assert metric.name == "s"
+    assert reads[0] == run(store.read_points(metric.id, T0, T0 + 60)) == [(T0 + 5, 1.0)]
+    assert reads[1] == run(
+        store.read_cells(metric.id, Resolution.MINUTE, T0 + 60, T0 + 120, sketches=True)
+    )
+    assert [row[:3] for row in reads[1]] == [(T0 + 60, 1, 3.0)]
+    assert run(store.read_series("nothing", spans, sketches=False)) == (None, [])
+
+
 def test_last_point_at_only_moves_forward(store: SqlStorage) -> None:
     def last(name: str) -> float | None:
         metric = run(store.get_metric(name))

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from glowing_fiesta.errors import TypeConflict
 from glowing_fiesta.model import ApiKey, Metric, MetricType, PointBatch, Resolution, Scope
 
 # A stored rollup cell: (start, count, sum, min, max, percentile summary or None).
 CellRow = tuple[int, int, float, float, float, bytes | None]
+# One read of a query: cells of `res` in [start, end), or raw points when res is None.
+Read = tuple[Resolution | None, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,13 @@ class Storage(Protocol):
         self, metric_id: int, start: float, end: float
     ) -> list[tuple[float, float]]:
         """Raw (timestamp, value) points in [start, end), ordered by time."""
+
+    async def read_series(
+        self, name: str, spans: Sequence[Read], *, sketches: bool
+    ) -> tuple[Metric | None, list[list[Any]]]:
+        """The metric named `name` and, for each (res, start, end) span, what
+        `read_points` (res None) or `read_cells` would return, read in one round trip;
+        (None, []) when there is no such metric."""
 
     async def create_key(
         self,

@@ -32,7 +32,7 @@ from glowing_fiesta import rollup
 from glowing_fiesta.errors import Detail, TypeConflict, Unavailable, ValidationError
 from glowing_fiesta.model import ApiKey, Metric, MetricType, Resolution, Scope
 from glowing_fiesta.storage import blocks, dialects
-from glowing_fiesta.storage.base import CellRow, StorageStats, WriteItem
+from glowing_fiesta.storage.base import CellRow, Read, StorageStats, WriteItem
 from glowing_fiesta.storage.process import WriteProcess
 from glowing_fiesta.storage.schema import (
     api_keys,
@@ -426,35 +426,52 @@ class SqlStorage:
     async def read_cells(
         self, metric_id: int, res: Resolution, start: int, end: int, *, sketches: bool
     ) -> list[CellRow]:
-        fetch = self._read_cells[sketches]
-        params = {"mid": metric_id, "res": int(res), "lo": start, "hi": end}
-
-        def run(conn: Connection) -> list[CellRow]:
-            return fetch(conn, params)
-
         self._cell_reads += 1
-        return await self._read(run)
+        return await self._read(
+            lambda conn: self._cells(conn, metric_id, res, (start, end), sketches=sketches)
+        )
 
     async def read_points(
         self, metric_id: int, start: float, end: float
     ) -> list[tuple[float, float]]:
-        def run(conn: Connection) -> list[tuple[float, float]]:
-            stmt = select(metric_points.c.data).where(
-                metric_points.c.metric_id == metric_id,
-                metric_points.c.t_max >= start,
-                metric_points.c.t_min < end,
-            )
-            out = [
-                pt
-                for data in conn.scalars(stmt)
-                for pt in blocks.decode(data)
-                if start <= pt[0] < end
-            ]
-            out.sort()
-            return out
-
         self._raw_reads += 1
+        return await self._read(lambda conn: _points(conn, metric_id, start, end))
+
+    async def read_series(
+        self, name: str, spans: Sequence[Read], *, sketches: bool
+    ) -> tuple[Metric | None, list[list[Any]]]:
+        # One thread hop and one connection for the whole query: a day of minutes
+        # measured four (metric, two sub-minute edges, cells), ~0.3 ms each.
+        def run(conn: Connection) -> tuple[Metric | None, list[list[Any]]]:
+            row = conn.execute(select(metrics).where(metrics.c.name == name)).first()
+            if row is None:
+                return None, []
+            metric = _metric(row)
+            out: list[list[Any]] = []
+            for res, start, end in spans:
+                if res is None:
+                    self._raw_reads += 1
+                    out.append(_points(conn, metric.id, start, end))
+                else:
+                    self._cell_reads += 1
+                    span = (int(start), int(end))
+                    cells = self._cells(conn, metric.id, res, span, sketches=sketches)
+                    out.append(cells)
+            return metric, out
+
         return await self._read(run)
+
+    def _cells(
+        self,
+        conn: Connection,
+        metric_id: int,
+        res: Resolution,
+        span: tuple[int, int],
+        *,
+        sketches: bool,
+    ) -> list[CellRow]:
+        params = {"mid": metric_id, "res": int(res), "lo": span[0], "hi": span[1]}
+        return self._read_cells[sketches](conn, params)
 
     # -- keys -----------------------------------------------------------------------
 
@@ -614,6 +631,19 @@ class SqlStorage:
             return int(conn.scalar(stmt) or 0)
 
         return await self._read(run)
+
+
+def _points(
+    conn: Connection, metric_id: int, start: float, end: float
+) -> list[tuple[float, float]]:
+    stmt = select(metric_points.c.data).where(
+        metric_points.c.metric_id == metric_id,
+        metric_points.c.t_max >= start,
+        metric_points.c.t_min < end,
+    )
+    out = [pt for data in conn.scalars(stmt) for pt in blocks.decode(data) if start <= pt[0] < end]
+    out.sort()
+    return out
 
 
 def _discarding_on_error(conn: Connection, fn: Callable[[Connection], T]) -> T:
