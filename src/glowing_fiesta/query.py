@@ -190,12 +190,6 @@ class QueryService:
         self.storage = storage
         self.max_buckets = max_buckets
 
-    async def metric(self, name: str) -> Metric:
-        metric = await self.storage.get_metric(trim(name))
-        if metric is None:
-            raise NotFound(f"no metric named {trim(name)!r}")
-        return metric
-
     async def series(self, q: SeriesQuery) -> Series:
         if q.start >= q.end:
             raise ValidationError(

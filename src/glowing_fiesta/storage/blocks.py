@@ -25,19 +25,9 @@ _BIG_ENDIAN = sys.byteorder == "big"
 def encode(points: Sequence[tuple[float, float]]) -> bytes:
     """Pack (timestamp seconds, value) pairs; order does not matter."""
     ordered = sorted(points)
-    times = array("q")
-    values = array("d")
-    prev = 0
-    for t, v in ordered:
-        ms = round(t * 1000)
-        times.append(ms - prev)
-        prev = ms
-        values.append(v)
-    if _BIG_ENDIAN:  # pragma: no cover - the format is little-endian on every host
-        times.byteswap()
-        values.byteswap()
-    body = _HEADER.pack(len(ordered)) + times.tobytes() + values.tobytes()
-    return bytes([_VERSION]) + zlib.compress(body, 1)
+    time = np.array([t for t, _ in ordered], dtype=np.float64)
+    value = np.array([v for _, v in ordered], dtype=np.float64)
+    return encode_runs(time, value, [0], [len(ordered)])[0]
 
 
 def encode_runs(
@@ -47,7 +37,8 @@ def encode_runs(
     the same bytes, with the per-point work done once for all runs."""
     ms = np.round(time * 1000).astype(np.int64)
     deltas = np.diff(ms, prepend=0)
-    deltas[starts] = ms[starts]  # each block's first time is absolute
+    if len(ms):
+        deltas[starts] = ms[starts]  # each block's first time is absolute
     delta_bytes = deltas.astype("<i8").tobytes()
     value_bytes = value.astype("<f8").tobytes()
     prefix = bytes([_VERSION])

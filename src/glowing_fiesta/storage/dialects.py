@@ -208,13 +208,6 @@ def execute_many(
     )
     if name == "mysql":
         return _mysql_rows(engine, stmt, columns)
-    if name != "sqlite":  # pragma: no cover - every engine we support has its own path
-
-        def generic(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-            if rows:
-                conn.execute(stmt, [dict(zip(columns, row, strict=True)) for row in rows])
-
-        return generic
     compiled = stmt.compile(dialect=engine.dialect, column_keys=columns)
     sql, order = compiled.string, list(compiled.positiontup or [])
     if order != columns:  # pragma: no cover - SQLite binds in column order today
