@@ -51,6 +51,17 @@ class Points:
         order = np.lexsort((v, t, m))
         return cls(m[order], t[order], v[order])
 
+    @classmethod
+    def concat(cls, parts: Sequence[Points]) -> Points:
+        """Several writes' points as one write's."""
+        if len(parts) == 1:
+            return parts[0]
+        m = np.concatenate([p.metric for p in parts])
+        t = np.concatenate([p.time for p in parts])
+        v = np.concatenate([p.value for p in parts])
+        order = np.lexsort((v, t, m))
+        return cls(m[order], t[order], v[order])
+
     def __len__(self) -> int:
         return len(self.metric)
 

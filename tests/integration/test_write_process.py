@@ -13,8 +13,9 @@ import pytest
 
 from glowing_fiesta.bootstrap import ServeRuntime, build
 from glowing_fiesta.errors import TypeConflict, Unavailable
-from glowing_fiesta.model import MetricType, Point, PointBatch
+from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution
 from glowing_fiesta.settings import Settings
+from glowing_fiesta.storage.sql import SqlStorage
 
 
 def batch(name: str, kind: MetricType = MetricType.COUNTER) -> PointBatch:
@@ -99,3 +100,74 @@ def test_the_writer_can_stay_in_process(settings: Settings) -> None:
         return pid, await stored_points(settings, "ip")
 
     assert asyncio.run(scenario()) == (None, 1)
+
+
+async def day_count(storage: SqlStorage, name: str) -> int:
+    """Points in `name`'s day cells, as a query reads them."""
+    metric, reads = await storage.read_series(
+        name, [(Resolution.DAY, 0.0, time.time() + 86400)], sketches=False
+    )
+    assert metric is not None
+    return sum(row[1] for row in reads[0])
+
+
+def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings) -> None:
+    async def scenario() -> list[int]:
+        components = build(settings)
+        runtime = ServeRuntime(components)
+        await runtime.start()
+        storage = components.storage
+        assert isinstance(storage, SqlStorage)
+        try:
+            seen = []
+            for _ in range(3):
+                await components.queue.put(batch("rq"))
+                seen.append(await day_count(storage, "rq"))
+            return seen
+        finally:
+            await runtime.stop()
+
+    assert asyncio.run(scenario()) == [1, 2, 3]
+
+
+def test_the_writer_writes_deferred_cells_without_being_asked(settings: Settings) -> None:
+    async def scenario() -> int:
+        components = build(settings)
+        runtime = ServeRuntime(components)
+        await runtime.start()
+        # A second storage on the same database, with no writer process to flush.
+        onlooker = SqlStorage(settings.database_url)
+        try:
+            await components.queue.put(batch("bg"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                metric = await onlooker.get_metric("bg")
+                if metric is not None and await day_count(onlooker, "bg") == 1:
+                    break
+                await asyncio.sleep(0.05)
+            return await day_count(onlooker, "bg")
+        finally:
+            await onlooker.close()
+            await runtime.stop()
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settings) -> None:
+    async def scenario() -> int:
+        components = build(settings)
+        runtime = ServeRuntime(components)
+        await runtime.start()
+        storage = components.storage
+        assert isinstance(storage, SqlStorage)
+        try:
+            await asyncio.gather(*(components.queue.put(batch("kd")) for _ in range(20)))
+            pid = storage.writer_pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)  # within ROLLUP_SECONDS of the acknowledgements
+            await asyncio.sleep(0.2)
+            return await day_count(storage, "kd")
+        finally:
+            await runtime.stop()
+
+    assert asyncio.run(scenario()) == 20

@@ -123,6 +123,14 @@ def configure(engine: Engine, *, writer: bool, sqlite_synchronous: str) -> None:
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 
+def has_serial_ids(engine: Engine) -> bool:
+    """Whether the rows one write transaction inserts get one run of ids, after every
+    id committed before: SQLite, whose single writer takes max(rowid) + 1. Sequences on
+    server engines hand out ids to concurrent transactions interleaved, so a range of
+    ids there does not name one transaction's rows."""
+    return engine.dialect.name == "sqlite"
+
+
 def has_row_locks(engine: Engine) -> bool:
     """Whether SELECT ... FOR UPDATE means anything: not on SQLite, whose write
     transaction already excludes every other writer (and which ignores FOR UPDATE)."""

@@ -7,7 +7,15 @@ under bulk ingest the writer held ~60% of it and requests waited for the rest. W
 other write.
 
 Wire: each message is a 4-byte big-endian length and a msgpack body. The parent sends
-the list of `WriteItem`s; the child answers with one result per item, or an error.
+a request — `apply` with a list of `WriteItem`s, or `flush` — and the child answers
+with one result per item (or an error) and the number of points whose cells wait.
+
+Rollups: on SQLite the child commits a write's raw blocks before answering and writes
+the rollup cells of many writes together, when ROLLUP_POINTS have gathered or the
+oldest has waited ROLLUP_SECONDS (SqlStorage.apply_now says why). A query in the parent
+first sends `flush` if cells may be waiting, so it sees every acknowledged write. A
+write whose cells were never written (the child died) is in the database's rollup
+backlog, and the next child writes its cells before anything else.
 
 Failure: if the child dies, the `apply` in flight fails with `Unavailable` (its
 requests get a 503 and were never acknowledged; a commit that did land before the
@@ -19,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -32,10 +42,19 @@ import structlog
 from glowing_fiesta.errors import Detail, TypeConflict, Unavailable
 from glowing_fiesta.storage.base import WriteItem
 
+if TYPE_CHECKING:
+    from glowing_fiesta.storage.sql import SqlStorage
+
 log = structlog.get_logger(__name__)
 
 _LENGTH = struct.Struct(">I")
 _STOP_SECONDS = 30.0
+# When the child writes deferred rollup cells. Measured on the bench's data: cells of
+# 10,000 points written together cost 3.6 µs a point, of 20,000 3.1, of 50,000 2.8;
+# a query never waits for this (it flushes), only the next write does.
+ROLLUP_POINTS = 50_000
+ROLLUP_SECONDS = 0.25
+_RETRY_SECONDS = 1.0
 
 
 class _Conflict(msgspec.Struct, array_like=True):
@@ -52,15 +71,21 @@ class _Config(msgspec.Struct):
     log_format: str
 
 
+class _Request(msgspec.Struct, array_like=True):
+    op: str  # "apply" or "flush"
+    items: list[WriteItem] = []
+
+
 class _Reply(msgspec.Struct, array_like=True):
     results: list[_Conflict | None] = []
     # "unavailable" (the database refused: retry) or "failed" (anything else)
     error: str | None = None
     message: str = ""
+    backlog: int = 0  # points whose rollup cells the child has not written yet
 
 
 _encoder = msgspec.msgpack.Encoder()
-_items = msgspec.msgpack.Decoder(list[WriteItem])
+_request = msgspec.msgpack.Decoder(_Request)
 _reply = msgspec.msgpack.Decoder(_Reply)
 
 
@@ -76,6 +101,8 @@ class WriteProcess:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
+        # Whether the child may hold writes whose cells it has not written.
+        self._dirty = False
 
     @property
     def pid(self) -> int | None:
@@ -92,16 +119,45 @@ class WriteProcess:
             )
         self._proc = proc
         self._reader, self._writer = await asyncio.open_connection(sock=mine)
+        # A new child first writes the cells its predecessor left (the rollup backlog).
+        self._dirty = False
         self._writer.write(_frame(self._config))
         log.info("writer_process_started", pid=proc.pid)
 
     async def apply(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
+        reply = await self._call(_Request("apply", list(items)))
+        if reply.error == "unavailable":
+            raise Unavailable(reply.message, 2)
+        if reply.error is not None:
+            raise RuntimeError(f"the writer process failed: {reply.message}")
+        return [None if r is None else TypeConflict(r.message, r.details) for r in reply.results]
+
+    async def settle(self) -> None:
+        """Return once the cells of every write acknowledged so far are written.
+
+        If they cannot be (the database refuses writes), the query goes ahead without
+        them: the points are stored, and their cells follow when writes work again.
+        """
+        for _ in range(2):  # a dead child's backlog is written by the next one
+            if not self._dirty:
+                return
+            try:
+                reply = await self._call(_Request("flush"))
+            except Unavailable:
+                continue
+            if reply.error is None:
+                return
+            log.warning("rollup_flush_failed", error=reply.message)
+            return
+        log.warning("rollup_flush_failed", error="the writer process stopped")
+
+    async def _call(self, request: _Request) -> _Reply:
         async with self._lock:
             if self._writer is None or self._reader is None:
                 await self.start()
             assert self._reader is not None  # noqa: S101
             assert self._writer is not None  # noqa: S101
-            body = _encoder.encode(list(items))
+            body = _encoder.encode(request)
             try:
                 self._writer.write(_LENGTH.pack(len(body)) + body)
                 await self._writer.drain()
@@ -110,11 +166,8 @@ class WriteProcess:
             except (OSError, asyncio.IncompleteReadError) as exc:
                 await self._lost(exc)
                 raise Unavailable("the writer process stopped; retry", 1) from exc
-        if reply.error == "unavailable":
-            raise Unavailable(reply.message, 2)
-        if reply.error is not None:
-            raise RuntimeError(f"the writer process failed: {reply.message}")
-        return [None if r is None else TypeConflict(r.message, r.details) for r in reply.results]
+            self._dirty = reply.backlog > 0
+            return reply
 
     async def stop(self) -> None:
         """Close the socket: the child finishes the commit under way and exits."""
@@ -155,38 +208,116 @@ def _serve(sock: socket.socket) -> None:
     from glowing_fiesta.logs import configure
     from glowing_fiesta.storage.sql import SqlStorage  # the parent's module imports us
 
-    with sock, sock.makefile("rb") as stream:
-        config = _read(stream)
+    with sock:
+        config = _read(sock)
         if config is None:
             return
         settings = msgspec.msgpack.decode(config, type=_Config)
         configure(settings.log_level, settings.log_format)
         storage = SqlStorage(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
-        while (body := _read(stream)) is not None:
-            sock.sendall(_frame(_encoder.encode(_apply(storage, body))))
+        rollups = _Rollups(storage)
+        rollups.recover()
+        while True:
+            wait = rollups.due_in()
+            if wait is not None and wait <= 0:
+                rollups.write()
+                continue
+            if not select.select([sock], [], [], wait)[0]:
+                continue
+            body = _read(sock)
+            if body is None:
+                break
+            request = _request.decode(body)
+            if request.op == "flush":
+                reply = rollups.flush()
+            else:
+                reply = _apply(storage, request.items, defer=storage.can_defer_rollups)
+            sock.sendall(_frame(_encoder.encode(reply)))
+        rollups.write()
     storage.dispose()
 
 
-def _read(stream: Any) -> bytes | None:
+class _Rollups:
+    """The child's deferred rollup cells: when to write them, and failures kept apart
+    from the writes (a failed rollup is tried again later; its writes are stored)."""
+
+    def __init__(self, storage: SqlStorage) -> None:
+        self.storage = storage
+        self.retry_at = 0.0
+
+    def due_in(self) -> float | None:
+        """Seconds until the backlog should be written; None when there is none."""
+        if not self.storage.backlog_points:
+            return None
+        if self.storage.backlog_points >= ROLLUP_POINTS:
+            return self.retry_at - time.monotonic()
+        due = max(self.storage.backlog_since + ROLLUP_SECONDS, self.retry_at)
+        return due - time.monotonic()
+
+    def write(self) -> bool:
+        try:
+            self.storage.roll_up_now()
+        except Exception:
+            log.exception("rollup_write_failed")
+            self.retry_at = time.monotonic() + _RETRY_SECONDS
+            return False
+        return True
+
+    def recover(self) -> None:
+        try:
+            self.storage.recover_now()
+        except Exception:  # the writes must go on; the backlog stays for the next try
+            log.exception("rollup_recovery_failed")
+
+    def flush(self) -> _Reply:
+        if not self.write():
+            return _Reply(error="failed", message="rollup cells could not be written")
+        return _Reply(backlog=self.storage.backlog_points)
+
+
+def _read(sock: socket.socket) -> bytes | None:
     """One message, or None at the end of the stream."""
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
+    head = _recv(sock, _LENGTH.size)
+    if head is None:
         return None
-    return bytes(stream.read(_LENGTH.unpack(head)[0]))
+    return _recv(sock, _LENGTH.unpack(head)[0])
 
 
-def _apply(storage: Any, body: bytes) -> _Reply:
+def _recv(sock: socket.socket, size: int) -> bytes | None:
+    """Exactly `size` bytes, or None if the stream ends first. Unbuffered, so that
+    `select` on the socket tells whether another message is waiting."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            return None
+        got += n
+    return bytes(buf)
+
+
+def _apply(storage: SqlStorage, items: list[WriteItem], *, defer: bool) -> _Reply:
     from sqlalchemy.exc import OperationalError
 
     try:
-        results = storage.apply_now(_items.decode(body))
+        results = storage.apply_now(items, defer_rollups=defer)
     except OperationalError as exc:
         log.warning("writer_commit_refused", error=str(exc.orig))
-        return _Reply(error="unavailable", message="the database is not accepting writes")
+        return _Reply(
+            error="unavailable",
+            message="the database is not accepting writes",
+            backlog=storage.backlog_points,
+        )
     except Exception as exc:  # the loop must survive anything one batch does
         log.exception("writer_commit_failed")
-        return _Reply(error="failed", message=exc.__class__.__name__)
-    return _Reply(results=[None if r is None else _Conflict(r.message, r.details) for r in results])
+        return _Reply(
+            error="failed", message=exc.__class__.__name__, backlog=storage.backlog_points
+        )
+    return _Reply(
+        results=[None if r is None else _Conflict(r.message, r.details) for r in results],
+        backlog=storage.backlog_points,
+    )
 
 
 def _frame(body: bytes) -> bytes:

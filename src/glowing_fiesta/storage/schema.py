@@ -76,6 +76,17 @@ rollups = Table(
     sqlite_with_rowid=False,
 )
 
+# Raw blocks whose rollup cells are still to be written, as ranges of block ids: the
+# embedded writer commits a write's blocks at once and its cells a little later, over
+# many writes together (see `SqlStorage.apply_now`). A range is deleted in the
+# transaction that writes its cells, so after a crash whoever finds it writes them.
+rollup_backlog = Table(
+    "rollup_backlog",
+    metadata,
+    Column("first_block", BigInteger, primary_key=True, autoincrement=False),
+    Column("last_block", BigInteger, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

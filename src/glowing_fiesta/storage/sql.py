@@ -12,9 +12,11 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+import structlog
 from sqlalchemy import (
     Connection,
     bindparam,
@@ -39,8 +41,11 @@ from glowing_fiesta.storage.schema import (
     metric_points,
     metrics,
     processed_batches,
+    rollup_backlog,
     rollups,
 )
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -58,6 +63,13 @@ _CELLS_IN_RANGE = select(rollups).where(
     rollups.c.res == bindparam("res"),
     rollups.c.bucket.between(bindparam("lo"), bindparam("hi")),
 )
+_LAST_BLOCK = select(func.max(metric_points.c.id))
+_BACKLOG_IN = select(rollup_backlog.c.first_block).where(
+    rollup_backlog.c.first_block.in_(bindparam("firsts", expanding=True))
+)
+_FORGET_BACKLOG = delete(rollup_backlog).where(
+    rollup_backlog.c.first_block.in_(bindparam("firsts", expanding=True))
+)
 _CHUNK = 500  # keeps IN lists under every engine's parameter limit
 _RETRIES = 5
 _DAY = 86400
@@ -66,6 +78,15 @@ _DAY = 86400
 def _chunks(seq: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A committed write whose cells are not written yet: its block ids and points."""
+
+    first: int
+    last: int
+    points: rollup.Points
 
 
 def _metric(row: Any) -> Metric:
@@ -151,6 +172,8 @@ class SqlStorage:
         )
         self._raw_reads = 0
         self._cell_reads = 0
+        self._backlog: list[_Deferred] = []
+        self._backlog_since = 0.0
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -193,6 +216,8 @@ class SqlStorage:
 
     async def open(self) -> None:
         await self.ping()
+        if self.can_defer_rollups:
+            await self._write(self._recover)
 
     async def write_in_process(self, *, log_level: str, log_format: str) -> None:
         """From now on run `apply` in a child process (storage/process.py)."""
@@ -221,6 +246,12 @@ class SqlStorage:
             await self._process.stop()
         self.dispose()
 
+    async def _settle(self) -> None:
+        """Before reading cells: have the writer process write the cells it deferred, so
+        that a query sees every write acknowledged before it started."""
+        if self._process is not None:
+            await self._process.settle()
+
     async def ping(self) -> None:
         await self._read(lambda c: c.execute(select(1)).scalar())
 
@@ -237,13 +268,113 @@ class SqlStorage:
     async def apply(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
         if self._process is not None:
             return await self._process.apply(items)
-        return await self._write(lambda conn: self._apply(conn, items))
+        results, _ = await self._write(lambda conn: self._apply(conn, items, defer=False))
+        return results
 
-    def apply_now(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
-        """`apply` on the calling thread (the writer process's loop)."""
-        return self._write_now(lambda conn: self._apply(conn, items))
+    def apply_now(
+        self, items: Sequence[WriteItem], *, defer_rollups: bool = False
+    ) -> list[TypeConflict | None]:
+        """`apply` on the calling thread (the writer process's loop).
 
-    def _apply(self, conn: Connection, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
+        With `defer_rollups` (where `can_defer_rollups`), the transaction writes the raw
+        blocks and a backlog entry only; `roll_up_now` writes the cells of all the
+        writes deferred so far in one go. Measured on the bench's data (storage alone):
+        a 2,000-point write costs 4 ms without its cells and 16 ms with them, and the
+        cells of 20,000 points written together cost 61 ms, because most of a write's
+        cells (its quarter-hour, hour and day cells) are the same cells as the next
+        write's. Until then, `backlog_points` says how many points wait.
+        """
+        defer = defer_rollups and self.can_defer_rollups
+        results, deferred = self._write_now(lambda conn: self._apply(conn, items, defer=defer))
+        if deferred is not None:
+            if not self._backlog:
+                self._backlog_since = time.monotonic()
+            self._backlog.append(deferred)
+        return results
+
+    @property
+    def can_defer_rollups(self) -> bool:
+        return dialects.has_serial_ids(self._write_engine)
+
+    @property
+    def backlog_points(self) -> int:
+        """Points committed by `apply_now` whose cells wait for `roll_up_now`."""
+        return sum(len(d.points) for d in self._backlog)
+
+    @property
+    def backlog_since(self) -> float:
+        """`time.monotonic()` of the oldest write in the backlog."""
+        return self._backlog_since
+
+    def roll_up_now(self) -> int:
+        """Write the cells of every deferred write, in one transaction; the points written.
+
+        A write whose backlog entry is gone had its cells written by someone else (see
+        `_recover`) and is skipped. If the transaction fails the backlog is kept.
+        """
+        backlog, self._backlog = self._backlog, []
+        if not backlog:
+            return 0
+        try:
+            return self._write_now(lambda conn: self._roll_up(conn, backlog))
+        except BaseException:
+            self._backlog[:0] = backlog
+            raise
+
+    def recover_now(self) -> int:
+        """Write the cells of every backlog entry in the database (a writer that died
+        left them); the points written."""
+        return self._write_now(self._recover)
+
+    def _roll_up(self, conn: Connection, backlog: list[_Deferred]) -> int:
+        firsts = [d.first for d in backlog]
+        present: set[int] = set()
+        for chunk in _chunks(firsts):
+            present.update(conn.scalars(_BACKLOG_IN, {"firsts": chunk}))
+        mine = [d.points for d in backlog if d.first in present]
+        if not mine:
+            return 0
+        self._write_rollups(conn, rollup.Points.concat(mine))
+        for chunk in _chunks(sorted(present)):
+            conn.execute(_FORGET_BACKLOG, {"firsts": chunk})
+        return sum(len(p) for p in mine)
+
+    def _recover(self, conn: Connection) -> int:
+        """Write the cells of every backlog entry from its stored blocks, and forget it.
+
+        Runs when a writer starts, and in the transactions that delete blocks or metrics
+        (which must not leave a backlog entry pointing at deleted or reused block ids).
+        A live writer whose entries were taken here skips them in `_roll_up`.
+        """
+        if not self.can_defer_rollups:
+            return 0
+        ranges = conn.execute(
+            select(rollup_backlog.c.first_block, rollup_backlog.c.last_block)
+        ).all()
+        if not ranges:
+            return 0
+        mids: list[int] = []
+        times: list[float] = []
+        values: list[float] = []
+        for first, last in ranges:
+            stmt = select(metric_points.c.metric_id, metric_points.c.data).where(
+                metric_points.c.id.between(first, last)
+            )
+            for mid, data in conn.execute(stmt):
+                for t, v in blocks.decode(data):
+                    mids.append(mid)
+                    times.append(t)
+                    values.append(v)
+        if mids:
+            self._write_rollups(conn, rollup.Points.of(mids, times, values))
+        for chunk in _chunks(sorted(first for first, _ in ranges)):
+            conn.execute(_FORGET_BACKLOG, {"firsts": chunk})
+        log.info("rollup_backlog_recovered", writes=len(ranges), points=len(mids))
+        return len(mids)
+
+    def _apply(
+        self, conn: Connection, items: Sequence[WriteItem], *, defer: bool
+    ) -> tuple[list[TypeConflict | None], _Deferred | None]:
         now = time.time()
         results: list[TypeConflict | None] = [None] * len(items)
         mine = self._claim_batches(conn, [i.batch.batch_id for i in items if i.dedupe], now)
@@ -288,6 +419,7 @@ class SqlStorage:
                 metric_ids.append(known[p.metric].id)
                 times.append(p.timestamp)
                 values.append(p.value)
+        deferred = None
         if metric_ids:
             points = rollup.Points.of(metric_ids, times, values)
             last = points.last_times()
@@ -295,10 +427,19 @@ class SqlStorage:
             # for the read-merge-write of its cells.
             if dialects.has_row_locks(self._write_engine):
                 conn.execute(_LOCK_METRICS, {"ids": sorted(last)})
-            self._write_blocks(conn, points)
-            self._write_rollups(conn, points)
+            if defer:
+                before = conn.scalar(_LAST_BLOCK) or 0
+                self._write_blocks(conn, points)
+                after = conn.scalar(_LAST_BLOCK)
+                conn.execute(
+                    rollup_backlog.insert(), {"first_block": before + 1, "last_block": after}
+                )
+                deferred = _Deferred(before + 1, after, points)
+            else:
+                self._write_blocks(conn, points)
+                self._write_rollups(conn, points)
             self._touch_metrics(conn, last)
-        return results
+        return results, deferred
 
     def _create_metrics(
         self, conn: Connection, types: dict[str, MetricType], now: float
@@ -411,6 +552,7 @@ class SqlStorage:
 
     async def delete_metric(self, name: str) -> bool:
         def run(conn: Connection) -> bool:
+            self._recover(conn)
             mid = conn.scalar(select(metrics.c.id).where(metrics.c.name == name))
             if mid is None:
                 return False
@@ -427,6 +569,7 @@ class SqlStorage:
         self, metric_id: int, res: Resolution, start: int, end: int, *, sketches: bool
     ) -> list[CellRow]:
         self._cell_reads += 1
+        await self._settle()
         return await self._read(
             lambda conn: self._cells(conn, metric_id, res, (start, end), sketches=sketches)
         )
@@ -440,6 +583,8 @@ class SqlStorage:
     async def read_series(
         self, name: str, spans: Sequence[Read], *, sketches: bool
     ) -> tuple[Metric | None, list[list[Any]]]:
+        await self._settle()
+
         # One thread hop and one connection for the whole query: a day of minutes
         # measured four (metric, two sub-minute edges, cells), ~0.3 ms each.
         def run(conn: Connection) -> tuple[Metric | None, list[list[Any]]]:
@@ -551,6 +696,7 @@ class SqlStorage:
 
     async def delete_points_before(self, cutoff: float, limit: int) -> int:
         def run(conn: Connection) -> int:
+            self._recover(conn)
             ids = list(
                 conn.scalars(
                     select(metric_points.c.id).where(metric_points.c.t_max < cutoff).limit(limit)

@@ -1,0 +1,188 @@
+"""Deferred rollup cells (SqlStorage.apply_now(defer_rollups=True)): a write's raw blocks
+are committed at once and its cells later, many writes together. The cells end up the
+same as if each write had written its own, and a writer that dies with cells unwritten
+loses none of them: whoever opens the database next writes them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from glowing_fiesta.aggregate import VALUES_TAG
+from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution
+from glowing_fiesta.storage import migrate
+from glowing_fiesta.storage.base import WriteItem
+from glowing_fiesta.storage.schema import rollup_backlog
+from glowing_fiesta.storage.sql import SqlStorage
+
+DAY = 86400
+T0 = 1_700_000_000 // DAY * DAY
+C, V = MetricType.COUNTER, MetricType.VALUE
+Cells = dict[Resolution, list[tuple[object, ...]]]
+
+
+def writes(name: str, kind: MetricType, seed: int, n: int = 6) -> list[list[WriteItem]]:
+    """n writes of 40 points of `name` over two hours, integer values (sums exact in
+    any order)."""
+    rng = random.Random(seed)
+    return [
+        [
+            WriteItem(
+                PointBatch(
+                    uuid.uuid4().hex,
+                    [
+                        Point(name, kind, float(rng.randint(1, 400)), T0 + rng.uniform(0, 7200))
+                        for _ in range(40)
+                    ],
+                )
+            )
+        ]
+        for _ in range(n)
+    ]
+
+
+def cells(store: SqlStorage, name: str) -> Cells:
+    """Every cell of `name`, with exact-value summaries as sorted values (the same
+    multiset may be stored in another order) and sketches as bytes."""
+    metric = asyncio.run(store.get_metric(name))
+    assert metric is not None
+    out: Cells = {}
+    for res in Resolution:
+        rows = asyncio.run(store.read_cells(metric.id, res, T0, T0 + DAY, sketches=True))
+        out[res] = [(*row[:5], _summary(row[5])) for row in rows]
+    return out
+
+
+def _summary(data: bytes | None) -> object:
+    assert data is not None
+    if data[0] == VALUES_TAG:
+        return sorted(data[1 + 8 * i : 9 + 8 * i] for i in range(len(data) // 8))
+    return data
+
+
+def backlog_rows(store: SqlStorage) -> int:
+    engine = store._write_engine
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(rollup_backlog)) or 0)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'backlog.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+def test_deferred_cells_equal_the_cells_written_at_once(store: SqlStorage) -> None:
+    for items in writes("now", V, seed=1):
+        store.apply_now(items)
+    for items in writes("later", V, seed=1):
+        store.apply_now(items, defer_rollups=True)
+    if store.can_defer_rollups:
+        assert store.backlog_points == 240
+        assert cells(store, "later")[Resolution.MINUTE] == []  # not written yet
+        assert store.roll_up_now() == 240
+    # Server engines hand out ids to concurrent writers interleaved, so they write
+    # every write's cells with it.
+    assert store.backlog_points == 0
+    assert backlog_rows(store) == 0
+    assert cells(store, "later") == cells(store, "now")
+
+
+def test_a_dead_writers_cells_are_written_by_the_next_one(sqlite_url: str) -> None:
+    dead = SqlStorage(sqlite_url)
+    for items in writes("twin", C, seed=2):
+        dead.apply_now(items)
+    for items in writes("crash", C, seed=2):
+        dead.apply_now(items, defer_rollups=True)
+    assert backlog_rows(dead) == 6
+    dead.dispose()  # dies with 240 points' cells unwritten
+
+    nxt = SqlStorage(sqlite_url)
+    try:
+        assert nxt.recover_now() == 240
+        assert backlog_rows(nxt) == 0
+        assert nxt.recover_now() == 0
+        assert cells(nxt, "crash") == cells(nxt, "twin")
+    finally:
+        nxt.dispose()
+
+
+def test_opening_the_database_writes_a_left_backlog(sqlite_url: str) -> None:
+    dead = SqlStorage(sqlite_url)
+    for items in writes("left", V, seed=3, n=2):
+        dead.apply_now(items, defer_rollups=True)
+    dead.dispose()
+    store = SqlStorage(sqlite_url)
+    try:
+        asyncio.run(store.open())
+        assert backlog_rows(store) == 0
+        day = cells(store, "left")[Resolution.DAY]
+        assert [row[1] for row in day] == [80]
+    finally:
+        store.dispose()
+
+
+def test_cells_taken_over_by_another_writer_are_not_written_twice(sqlite_url: str) -> None:
+    live = SqlStorage(sqlite_url)
+    other = SqlStorage(sqlite_url)
+    try:
+        for items in writes("shared", C, seed=4, n=3):
+            live.apply_now(items, defer_rollups=True)
+        assert other.recover_now() == 120  # e.g. a second writer starting meanwhile
+        for items in writes("shared", C, seed=5, n=1):
+            live.apply_now(items, defer_rollups=True)
+        assert live.roll_up_now() == 40  # only the write that is still its own
+        day = cells(live, "shared")[Resolution.DAY]
+        assert [row[1] for row in day] == [160]
+    finally:
+        live.dispose()
+        other.dispose()
+
+
+def test_deleting_a_metric_with_cells_waiting_leaves_no_cells_behind(sqlite_url: str) -> None:
+    store = SqlStorage(sqlite_url)
+    try:
+        for items in writes("gone", C, seed=6, n=2):
+            store.apply_now(items, defer_rollups=True)
+        assert asyncio.run(store.delete_metric("gone"))
+        assert store.roll_up_now() == 0
+        # A new metric of that name (which may get the same id) starts from nothing.
+        for items in writes("gone", C, seed=7, n=1):
+            store.apply_now(items, defer_rollups=True)
+        store.roll_up_now()
+        day = cells(store, "gone")[Resolution.DAY]
+        assert [row[1] for row in day] == [40]
+    finally:
+        store.dispose()
+
+
+def test_a_failed_rollup_keeps_its_backlog(sqlite_url: str) -> None:
+    store = SqlStorage(sqlite_url)
+    path = sqlite_url.removeprefix("sqlite:///")
+    try:
+        for items in writes("kept", V, seed=8, n=2):
+            store.apply_now(items, defer_rollups=True)
+        metric = asyncio.run(store.get_metric("kept"))
+        assert metric is not None
+        with sqlite3.connect(path) as db:  # a stored cell the merge refuses
+            db.execute(
+                "INSERT INTO rollups VALUES (?, 86400, ?, 1, 1.0, 1.0, 1.0, ?)",
+                (metric.id, T0, bytes([VALUES_TAG, 1, 2])),
+            )
+        with pytest.raises(ValueError, match="corrupt"):
+            store.roll_up_now()
+        assert store.backlog_points == 80
+        assert backlog_rows(store) == 2
+        with sqlite3.connect(path) as db:
+            db.execute("DELETE FROM rollups WHERE res = 86400")
+        assert store.roll_up_now() == 80
+        assert [row[1] for row in cells(store, "kept")[Resolution.DAY]] == [80]
+    finally:
+        store.dispose()
