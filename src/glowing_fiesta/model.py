@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import msgspec
+
 
 class MetricType(enum.StrEnum):
     """A metric's type is fixed when its first point creates it."""
@@ -74,9 +76,13 @@ class Scope(enum.StrEnum):
     ADMIN = "admin"
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One accepted observation: timestamp in Unix seconds (may be fractional)."""
+class Point(msgspec.Struct, frozen=True, array_like=True):
+    """One accepted observation: timestamp in Unix seconds (may be fractional).
+
+    A msgspec Struct rather than a frozen dataclass: a 1,000-point batch builds 1,000 of
+    them per request, and a frozen dataclass's `__init__` took ~0.6 ms of that; as
+    arrays they also cross to the writer process in fewer bytes.
+    """
 
     metric: str
     type: MetricType

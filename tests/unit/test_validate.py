@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from glowing_fiesta.errors import (
     BadRequest,
@@ -497,3 +499,58 @@ def test_batch_ids_are_unique_in_a_process_and_in_a_forked_child() -> None:
     os.waitpid(pid, 0)
     assert child_id not in ids
     assert child_id[:16] != next(iter(ids))[:16]  # a fresh random prefix, not the parent's
+
+
+# Mostly good points, so that whole batches pass often; now and then one bad field.
+_names = st.sampled_from(["a", " a ", "b", "é"] * 6 + ["a\x01", "", "x" * 256, "c\u2028d"])
+_values = st.one_of(
+    st.none(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False)
+)
+_offsets = st.one_of(
+    st.none(),
+    st.floats(-89 * 86400, 299, allow_nan=False),
+    st.floats(-89 * 86400, 299, allow_nan=False),
+    st.sampled_from([-91 * 86400.0, 301.0, "x", "10"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_names, st.sampled_from(["counter", "value"]), _values, _offsets),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_batch_gets_what_each_point_alone_gets(
+    rows: list[tuple[str, str, object, object]],
+) -> None:
+    """decode_batch's shortcut for the common case agrees with `Rules.point` point by
+    point: the same points when all pass, and a rejection when any fails."""
+    now = NOW
+    rules = Rules()
+    items = []
+    for name, kind, value, offset in rows:
+        item: dict[str, object] = {"metric": name, "type": kind}
+        if value is not None:
+            item["value"] = value
+        if isinstance(offset, float):
+            item["timestamp"] = now + offset
+        elif offset is not None:
+            item["timestamp"] = offset
+        items.append(item)
+    expected = [
+        rules.point(
+            it["metric"], MetricType(it["type"]), it.get("value"), it.get("timestamp"), now=now
+        )
+        for it in items
+    ]
+    body = json.dumps({"points": items}).encode()
+    good = [p for p in expected if isinstance(p, Point)]
+    kinds: dict[str, MetricType] = {}
+    clash = any(kinds.setdefault(p.metric, p.type) is not p.type for p in good)
+    if len(good) < len(expected) or clash:
+        with pytest.raises((ValidationError, TypeConflict)):
+            decode_batch(body, rules, now=now)
+    else:
+        assert decode_batch(body, rules, now=now).points == good
