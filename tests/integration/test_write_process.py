@@ -130,7 +130,10 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings) -> 
     assert asyncio.run(scenario()) == [1, 2, 3]
 
 
-def test_the_writer_writes_deferred_cells_without_being_asked(settings: Settings) -> None:
+@pytest.mark.parametrize("points", [1, 600])  # written at once, and on the timer
+def test_the_writer_writes_deferred_cells_without_being_asked(
+    settings: Settings, points: int
+) -> None:
     async def scenario() -> int:
         components = build(settings)
         runtime = ServeRuntime(components)
@@ -138,11 +141,13 @@ def test_the_writer_writes_deferred_cells_without_being_asked(settings: Settings
         # A second storage on the same database, with no writer process to flush.
         onlooker = SqlStorage(settings.database_url)
         try:
-            await components.queue.put(batch("bg"))
+            big = batch("bg")
+            big.points *= points
+            await components.queue.put(big)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 metric = await onlooker.get_metric("bg")
-                if metric is not None and await day_count(onlooker, "bg") == 1:
+                if metric is not None and await day_count(onlooker, "bg") == points:
                     break
                 await asyncio.sleep(0.05)
             return await day_count(onlooker, "bg")
@@ -150,7 +155,7 @@ def test_the_writer_writes_deferred_cells_without_being_asked(settings: Settings
             await onlooker.close()
             await runtime.stop()
 
-    assert asyncio.run(scenario()) == 1
+    assert asyncio.run(scenario()) == points
 
 
 def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settings) -> None:

@@ -54,6 +54,12 @@ _STOP_SECONDS = 30.0
 # a query never waits for this (it flushes), only the next write does.
 ROLLUP_POINTS = 50_000
 ROLLUP_SECONDS = 0.25
+# A few points' cells are written at once when nothing else waits: a handful of points
+# have about one cell each, so writing them apart costs no more than together, and a
+# light load's cells then never pile up into one long rollup that delays the writes
+# arriving during it (a quarter-second of 1,000 single writes/s spread over 100 metrics
+# is ~400 cells, several milliseconds).
+ROLLUP_AT_ONCE = 500
 _RETRY_SECONDS = 1.0
 
 
@@ -233,6 +239,8 @@ def _serve(sock: socket.socket) -> None:
             else:
                 reply = _apply(storage, request.items, defer=storage.can_defer_rollups)
             sock.sendall(_frame(_encoder.encode(reply)))
+            if rollups.light() and not _waiting(sock):
+                rollups.write()
         rollups.write()
     storage.dispose()
 
@@ -254,6 +262,11 @@ class _Rollups:
         due = max(self.storage.backlog_since + ROLLUP_SECONDS, self.retry_at)
         return due - time.monotonic()
 
+    def light(self) -> bool:
+        """Whether the backlog is a few points, to be written while nothing waits."""
+        points = self.storage.backlog_points
+        return 0 < points <= ROLLUP_AT_ONCE and time.monotonic() >= self.retry_at
+
     def write(self) -> bool:
         try:
             self.storage.roll_up_now()
@@ -273,6 +286,11 @@ class _Rollups:
         if not self.write():
             return _Reply(error="failed", message="rollup cells could not be written")
         return _Reply(backlog=self.storage.backlog_points)
+
+
+def _waiting(sock: socket.socket) -> bool:
+    """Whether the parent has sent something not read yet."""
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _read(sock: socket.socket) -> bytes | None:
