@@ -82,7 +82,7 @@ def serve(host: str, port: int, workers: int, access_log: bool) -> None:
         access_log=access_log,
         log_config=None,
         loop="uvloop",
-        http="httptools",
+        http="glowing_fiesta.http_protocol:OneWriteHttpToolsProtocol",
         timeout_graceful_shutdown=10,
     )
 

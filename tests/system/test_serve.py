@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from urllib.parse import quote
 
@@ -118,3 +119,49 @@ def test_points_acknowledged_before_a_sigkill_survive_a_restart(
     # without its 202 reaching the client, so the store may hold a little more.
     assert stored >= sum(acked)
     assert stored - sum(acked) <= 4 * 50
+
+
+def _responses(sock: socket.socket, count: int) -> list[bytes]:
+    """`count` whole HTTP responses (heads, and bodies by content-length)."""
+    data = b""
+    out: list[bytes] = []
+    while len(out) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {out!r}"
+        data += chunk
+        while b"\r\n\r\n" in data and len(out) < count:
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(rest) < length:
+                break
+            out.append(head + b"\r\n\r\n" + rest[:length])
+            data = rest[length:]
+    return out
+
+
+def test_keep_alive_pipelined_and_head_requests_get_whole_responses(server: Server) -> None:
+    """serve writes each response's head and body together (glowing_fiesta.http_protocol):
+    a connection still carries several requests, pipelined ones included, and a HEAD
+    response (a head alone) still arrives."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        get = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
+        sock.sendall(get)
+        first = _responses(sock, 1)
+        sock.sendall(get + get)
+        pipelined = _responses(sock, 2)
+        for response in first + pipelined:
+            assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert response.endswith(b'{"status":"ok"}')
+        sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(get)
+        assert _responses(sock, 1)[0].endswith(b'{"status":"ok"}')
