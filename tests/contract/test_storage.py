@@ -8,15 +8,15 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, update
 from sqlalchemy.pool import NullPool
 
-from glowing_fiesta.aggregate import Cell
+from glowing_fiesta.aggregate import VALUES_TAG, Cell
 from glowing_fiesta.errors import TypeConflict, ValidationError
 from glowing_fiesta.model import Agg, MetricType, Point, PointBatch, Resolution, Scope
 from glowing_fiesta.storage.base import WriteItem
 from glowing_fiesta.storage.dialects import driver_url
-from glowing_fiesta.storage.schema import metadata, metric_points
+from glowing_fiesta.storage.schema import metadata, metric_points, rollups
 from glowing_fiesta.storage.sql import SqlStorage
 
 T = TypeVar("T")
@@ -262,3 +262,50 @@ def test_reads_that_fail_midway_do_not_hide_later_writes(store: SqlStorage) -> N
     run(store.apply([WriteItem(batch(("b", C, 1, T0)))]))
     for _ in range(8):  # whichever pooled connection answers, it sees the new write
         assert run(store.get_metric("b")) is not None
+
+
+def test_a_metric_deleted_by_another_process_comes_back_new(
+    store: SqlStorage, engine_url: str
+) -> None:
+    """The writer remembers metrics between writes; a deletion by another connection
+    must not leave it writing to the old id or checking against the old type."""
+    assert store.apply_now([WriteItem(batch(("gone", C, 1, T0 + 5)))]) == [None]
+    other = SqlStorage(engine_url)
+    try:
+        assert run(other.delete_metric("gone"))
+    finally:
+        run(other.close())
+    assert store.apply_now([WriteItem(batch(("gone", V, 2.5, T0 + 6)))]) == [None]
+    metric = run(store.get_metric("gone"))
+    assert metric is not None
+    assert metric.type is V
+    assert run(store.count_points(metric.id)) == 1
+
+
+def test_a_metric_deleted_by_the_writer_s_own_storage_comes_back_new(store: SqlStorage) -> None:
+    assert store.apply_now([WriteItem(batch(("again", C, 1, T0 + 5)))]) == [None]
+    assert run(store.delete_metric("again"))
+    assert store.apply_now([WriteItem(batch(("again", V, 2.5, T0 + 6)))]) == [None]
+    metric = run(store.get_metric("again"))
+    assert metric is not None
+    assert metric.type is V
+
+
+def test_a_write_that_failed_leaves_no_metric_behind(store: SqlStorage) -> None:
+    assert store.apply_now([WriteItem(batch(("old", V, 1, T0 + 5)))]) == [None]
+    old = run(store.get_metric("old"))
+    assert old is not None
+    with store._write_engine.begin() as conn:  # a stored cell the merge refuses
+        conn.execute(
+            update(rollups)
+            .where(rollups.c.metric_id == old.id, rollups.c.res == int(Resolution.DAY))
+            .values(sketch=bytes([VALUES_TAG, 1, 2]))
+        )
+    with pytest.raises(ValueError, match="corrupt"):
+        store.apply_now([WriteItem(batch(("new", C, 1, T0 + 5), ("old", V, 2, T0 + 6)))])
+    assert run(store.get_metric("new")) is None
+    # Had the failed write's new metric been remembered, this would be a type conflict.
+    assert store.apply_now([WriteItem(batch(("new", V, 3, T0 + 7)))]) == [None]
+    new = run(store.get_metric("new"))
+    assert new is not None
+    assert new.type is V

@@ -131,6 +131,12 @@ def has_serial_ids(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def data_version_sql(engine: Engine) -> str | None:
+    """A statement whose answer changes when another connection commits, if the engine
+    has one (SQLite's `PRAGMA data_version`; a connection's own commits leave it)."""
+    return "PRAGMA data_version" if engine.dialect.name == "sqlite" else None
+
+
 def has_row_locks(engine: Engine) -> bool:
     """Whether SELECT ... FOR UPDATE means anything: not on SQLite, whose write
     transaction already excludes every other writer (and which ignores FOR UPDATE)."""
