@@ -46,7 +46,9 @@ class Points:
     @classmethod
     def of(cls, metric: Sequence[int], time: Sequence[float], value: Sequence[float]) -> Points:
         m = np.asarray(metric, dtype=np.int64)
-        t = np.asarray(time, dtype=np.float64)
+        # To the millisecond, as raw blocks keep times: cells rebuilt from the blocks
+        # (after a crash) then equal the cells written from the request's points.
+        t = np.round(np.asarray(time, dtype=np.float64) * 1000) / 1000
         v = np.asarray(value, dtype=np.float64) + 0.0  # -0.0 as 0.0, as Sketch.add does
         order = np.lexsort((v, t, m))
         return cls(m[order], t[order], v[order])

@@ -66,6 +66,12 @@ def _summary(data: bytes | None) -> object:
     return data
 
 
+def last_point_at(store: SqlStorage, name: str) -> float | None:
+    metric = asyncio.run(store.get_metric(name))
+    assert metric is not None
+    return metric.last_point_at
+
+
 def backlog_rows(store: SqlStorage) -> int:
     engine = store._write_engine
     with engine.connect() as conn:
@@ -87,12 +93,14 @@ def test_deferred_cells_equal_the_cells_written_at_once(store: SqlStorage) -> No
     if store.can_defer_rollups:
         assert store.backlog_points == 240
         assert cells(store, "later")[Resolution.MINUTE] == []  # not written yet
+        assert last_point_at(store, "later") is None  # raised with the cells
         assert store.roll_up_now() == 240
     # Server engines hand out ids to concurrent writers interleaved, so they write
     # every write's cells with it.
     assert store.backlog_points == 0
     assert backlog_rows(store) == 0
     assert cells(store, "later") == cells(store, "now")
+    assert last_point_at(store, "later") == last_point_at(store, "now") is not None
 
 
 def test_a_dead_writers_cells_are_written_by_the_next_one(sqlite_url: str) -> None:
@@ -110,6 +118,7 @@ def test_a_dead_writers_cells_are_written_by_the_next_one(sqlite_url: str) -> No
         assert backlog_rows(nxt) == 0
         assert nxt.recover_now() == 0
         assert cells(nxt, "crash") == cells(nxt, "twin")
+        assert last_point_at(nxt, "crash") == last_point_at(nxt, "twin")
     finally:
         nxt.dispose()
 

@@ -121,8 +121,13 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings) -> 
         try:
             seen = []
             for _ in range(3):
-                await components.queue.put(batch("rq"))
+                sent = batch("rq")
+                await components.queue.put(sent)
                 seen.append(await day_count(storage, "rq"))
+                metric = await storage.get_metric("rq")
+                assert metric is not None
+                # To the millisecond, as stored.
+                assert metric.last_point_at == round(sent.points[0].timestamp * 1000) / 1000
             return seen
         finally:
             await runtime.stop()

@@ -480,7 +480,8 @@ def test_encode_runs_of_a_write_per_metric_and_day(write: Write) -> None:
     got = blocks.encode_runs(points.time, points.value, starts, ends)
     by_run: defaultdict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
     for m, t, v in write:
-        by_run[(m, int(t // 86400))].append((t, v + 0.0))
+        ms = round(t * 1000) / 1000  # the writer keeps times to the millisecond
+        by_run[(m, int(ms // 86400))].append((ms, v + 0.0))
     mids, ts = points.metric.tolist(), points.time.tolist()
     assert len(got) == len(by_run)
     for a, b, blob in zip(starts, ends, got, strict=True):
@@ -724,11 +725,12 @@ def test_points_sort_and_last_times(write: Write) -> None:
     rows_ = list(
         zip(points.metric.tolist(), points.time.tolist(), points.value.tolist(), strict=True)
     )
-    assert rows_ == sorted((m, t, v + 0.0) for m, t, v in write)
+    # Times to the millisecond, as raw blocks keep them.
+    assert rows_ == sorted((m, round(t * 1000) / 1000, v + 0.0) for m, t, v in write)
     assert all(math.copysign(1.0, v) > 0 for _, _, v in rows_ if v == 0)  # -0.0 as 0.0
     last: dict[int, float] = {}
     for m, t, _ in write:
-        last[m] = max(t, last.get(m, -math.inf))
+        last[m] = max(round(t * 1000) / 1000, last.get(m, -math.inf))
     got = points.last_times()
     assert got == last
     assert all(type(m) is int and type(t) is float for m, t in got.items())

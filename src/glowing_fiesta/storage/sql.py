@@ -343,7 +343,9 @@ class SqlStorage:
         mine = [d.points for d in backlog if d.first in present]
         if not mine:
             return 0
-        self._write_rollups(conn, rollup.Points.concat(mine))
+        points = rollup.Points.concat(mine)
+        self._write_rollups(conn, points)
+        self._touch_metrics(conn, points.last_times())
         for chunk in _chunks(sorted(present)):
             conn.execute(_FORGET_BACKLOG, {"firsts": chunk})
         return sum(len(p) for p in mine)
@@ -375,7 +377,9 @@ class SqlStorage:
                     times.append(t)
                     values.append(v)
         if mids:
-            self._write_rollups(conn, rollup.Points.of(mids, times, values))
+            points = rollup.Points.of(mids, times, values)
+            self._write_rollups(conn, points)
+            self._touch_metrics(conn, points.last_times())
         for chunk in _chunks(sorted(first for first, _ in ranges)):
             conn.execute(_FORGET_BACKLOG, {"firsts": chunk})
         log.info("rollup_backlog_recovered", writes=len(ranges), points=len(mids))
@@ -431,12 +435,14 @@ class SqlStorage:
         deferred = None
         if metric_ids:
             points = rollup.Points.of(metric_ids, times, values)
-            last = points.last_times()
             # Row locks on the metrics, in id order, serialise writers of the same metric
             # for the read-merge-write of its cells.
             if dialects.has_row_locks(self._write_engine):
-                conn.execute(_LOCK_METRICS, {"ids": sorted(last)})
+                conn.execute(_LOCK_METRICS, {"ids": sorted(points.last_times())})
             if defer:
+                # `last_point_at` is raised with the cells: one UPDATE per rollup instead
+                # of per write (13% of a raw-points commit); metric listings wait for
+                # the cells as queries do.
                 before = conn.scalar(_LAST_BLOCK) or 0
                 self._write_blocks(conn, points)
                 after = conn.scalar(_LAST_BLOCK)
@@ -447,7 +453,7 @@ class SqlStorage:
             else:
                 self._write_blocks(conn, points)
                 self._write_rollups(conn, points)
-            self._touch_metrics(conn, last)
+                self._touch_metrics(conn, points.last_times())
         return results, deferred, known
 
     def _metrics_for_write(self, conn: Connection, names: set[str]) -> dict[str, Metric]:
@@ -545,6 +551,8 @@ class SqlStorage:
     # -- metrics --------------------------------------------------------------------
 
     async def get_metric(self, name: str) -> Metric | None:
+        await self._settle()
+
         def run(conn: Connection) -> Metric | None:
             row = conn.execute(select(metrics).where(metrics.c.name == name)).first()
             return _metric(row) if row else None
@@ -567,6 +575,8 @@ class SqlStorage:
         return await self._read(run)
 
     async def list_metrics(self, prefix: str, after: str | None, limit: int) -> list[Metric]:
+        await self._settle()  # last_point_at is written with the cells
+
         def run(conn: Connection) -> list[Metric]:
             stmt = select(metrics).order_by(metrics.c.name).limit(limit)
             if prefix:
