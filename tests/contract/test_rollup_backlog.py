@@ -195,3 +195,18 @@ def test_a_failed_rollup_keeps_its_backlog(sqlite_url: str) -> None:
         assert [row[1] for row in cells(store, "kept")[Resolution.DAY]] == [80]
     finally:
         store.dispose()
+
+
+def test_retention_deleting_blocks_first_writes_their_waiting_cells(sqlite_url: str) -> None:
+    """Cells outlive raw points; blocks deleted before their cells were written must
+    not take the cells with them, nor leave a backlog row naming deleted ids."""
+    store = SqlStorage(sqlite_url)
+    try:
+        for items in writes("aged", V, seed=9, n=2):
+            store.apply_now(items, defer_rollups=True)
+        assert asyncio.run(store.delete_points_before(T0 + DAY, 1000)) > 0
+        assert backlog_rows(store) == 0
+        assert store.roll_up_now() == 0  # written by retention's transaction
+        assert [row[1] for row in cells(store, "aged")[Resolution.DAY]] == [80]
+    finally:
+        store.dispose()

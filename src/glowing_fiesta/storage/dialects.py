@@ -103,7 +103,7 @@ def configure(engine: Engine, *, writer: bool, sqlite_synchronous: str) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
         cur.execute("PRAGMA cache_size=-65536")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA temp_store=MEMORY")
         # Shrink the WAL file back after it was started over, so disk use stays bounded.
         cur.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
@@ -119,6 +119,7 @@ def configure(engine: Engine, *, writer: bool, sqlite_synchronous: str) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
+BUSY_TIMEOUT_MS = 30_000
 # A WAL longer than this (~64 MiB) is started over by the writer: see `bound_wal`.
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
@@ -158,8 +159,12 @@ def bound_wal(engine: Engine) -> None:
     WAL: SQLite starts it over only when a checkpoint has caught up with the last commit,
     and a writer committing back to back (bulk ingest) never leaves that gap. Measured:
     the WAL grew to 4 GB over a 3,000,000-point ingest, and commits and reads slowed with
-    it. Only the writer can make the gap, between its own transactions: RESTART waits
-    for readers (short, via busy_timeout) and makes the next commit start from the top.
+    it. Only the writer can make the gap, between its own transactions: RESTART, once no
+    reader needs the old WAL, makes the next commit start from the top. It is tried
+    without waiting: while a reader still needs the old WAL (a long query, retention's
+    scan) or `serve`'s PASSIVE checkpoint runs, it gives up at once and the next commit
+    tries again. With the usual busy timeout it waited for them, holding every write
+    behind it: 841 ms once, behind retention's scan of the rollups, during single writes.
     The file size is a stat; `journal_size_limit` shrinks the file after the restart.
     """
     path = engine.url.database
@@ -173,7 +178,11 @@ def bound_wal(engine: Engine) -> None:
         with engine.connect() as conn:
             dbapi = conn.connection.dbapi_connection
             assert dbapi is not None  # noqa: S101 - a checked-out connection has one
-            dbapi.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            dbapi.execute("PRAGMA busy_timeout=0")
+            try:
+                dbapi.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                dbapi.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def upsert(engine: Engine, table: Table, keys: list[str], update: list[str]) -> Insert:
