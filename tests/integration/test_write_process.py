@@ -18,8 +18,8 @@ from glowing_fiesta.settings import Settings
 from glowing_fiesta.storage.sql import SqlStorage
 
 
-def batch(name: str, kind: MetricType = MetricType.COUNTER) -> PointBatch:
-    return PointBatch(uuid.uuid4().hex, [Point(name, kind, 2.0, time.time() - 60)])
+def batch(name: str, kind: MetricType = MetricType.COUNTER, points: int = 1) -> PointBatch:
+    return PointBatch(uuid.uuid4().hex, [Point(name, kind, 2.0, time.time() - 60)] * points)
 
 
 async def stored_points(settings: Settings, name: str) -> int:
@@ -111,7 +111,9 @@ async def day_count(storage: SqlStorage, name: str) -> int:
     return sum(row[1] for row in reads[0])
 
 
-def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings) -> None:
+# A write of more than ROLLUP_AT_ONCE points has its cells written later, with others'.
+@pytest.mark.parametrize("points", [1, 600])
+def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings, points: int) -> None:
     async def scenario() -> list[int]:
         components = build(settings)
         runtime = ServeRuntime(components)
@@ -121,7 +123,7 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings) -> 
         try:
             seen = []
             for _ in range(3):
-                sent = batch("rq")
+                sent = batch("rq", points=points)
                 await components.queue.put(sent)
                 seen.append(await day_count(storage, "rq"))
                 metric = await storage.get_metric("rq")
@@ -132,13 +134,11 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings) -> 
         finally:
             await runtime.stop()
 
-    assert asyncio.run(scenario()) == [1, 2, 3]
+    assert asyncio.run(scenario()) == [points, 2 * points, 3 * points]
 
 
 @pytest.mark.parametrize("points", [1, 600])  # written at once, and on the timer
-def test_the_writer_writes_deferred_cells_without_being_asked(
-    settings: Settings, points: int
-) -> None:
+def test_the_writer_writes_cells_without_being_asked(settings: Settings, points: int) -> None:
     async def scenario() -> int:
         components = build(settings)
         runtime = ServeRuntime(components)
@@ -146,9 +146,7 @@ def test_the_writer_writes_deferred_cells_without_being_asked(
         # A second storage on the same database, with no writer process to flush.
         onlooker = SqlStorage(settings.database_url)
         try:
-            big = batch("bg")
-            big.points *= points
-            await components.queue.put(big)
+            await components.queue.put(batch("bg", points=points))
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 metric = await onlooker.get_metric("bg")
@@ -171,7 +169,9 @@ def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settin
         storage = components.storage
         assert isinstance(storage, SqlStorage)
         try:
-            await asyncio.gather(*(components.queue.put(batch("kd")) for _ in range(20)))
+            await asyncio.gather(
+                *(components.queue.put(batch("kd", points=600)) for _ in range(20))
+            )
             pid = storage.writer_pid
             assert pid is not None
             os.kill(pid, signal.SIGKILL)  # within ROLLUP_SECONDS of the acknowledgements
@@ -180,4 +180,4 @@ def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settin
         finally:
             await runtime.stop()
 
-    assert asyncio.run(scenario()) == 20
+    assert asyncio.run(scenario()) == 20 * 600

@@ -54,11 +54,11 @@ _STOP_SECONDS = 30.0
 # a query never waits for this (it flushes), only the next write does.
 ROLLUP_POINTS = 50_000
 ROLLUP_SECONDS = 0.25
-# A few points' cells are written at once when nothing else waits: a handful of points
-# have about one cell each, so writing them apart costs no more than together, and a
-# light load's cells then never pile up into one long rollup that delays the writes
-# arriving during it (a quarter-second of 1,000 single writes/s spread over 100 metrics
-# is ~400 cells, several milliseconds).
+# A write of at most this many points, with nothing deferred, writes its cells in its
+# own transaction, as on server engines. A few points have about one cell each, so
+# gathering them saves nothing, while a second commit per write costs WAL pages: under
+# 1,000 single writes/s the WAL grew ~40% faster with every write split in two, and its
+# restarts (tens of ms, every write waiting) came that much more often.
 ROLLUP_AT_ONCE = 500
 _RETRY_SECONDS = 1.0
 
@@ -237,10 +237,8 @@ def _serve(sock: socket.socket) -> None:
             if request.op == "flush":
                 reply = rollups.flush()
             else:
-                reply = _apply(storage, request.items, defer=storage.can_defer_rollups)
+                reply = _apply(storage, request.items, defer=_defer(storage, request.items))
             sock.sendall(_frame(_encoder.encode(reply)))
-            if rollups.light() and not _waiting(sock):
-                rollups.write()
         rollups.write()
     storage.dispose()
 
@@ -261,11 +259,6 @@ class _Rollups:
             return self.retry_at - time.monotonic()
         due = max(self.storage.backlog_since + ROLLUP_SECONDS, self.retry_at)
         return due - time.monotonic()
-
-    def light(self) -> bool:
-        """Whether the backlog is a few points, to be written while nothing waits."""
-        points = self.storage.backlog_points
-        return 0 < points <= ROLLUP_AT_ONCE and time.monotonic() >= self.retry_at
 
     def write(self) -> bool:
         try:
@@ -288,9 +281,13 @@ class _Rollups:
         return _Reply(backlog=self.storage.backlog_points)
 
 
-def _waiting(sock: socket.socket) -> bool:
-    """Whether the parent has sent something not read yet."""
-    return bool(select.select([sock], [], [], 0)[0])
+def _defer(storage: SqlStorage, items: list[WriteItem]) -> bool:
+    """Whether this write's cells wait to be written with others'."""
+    if not storage.can_defer_rollups:
+        return False
+    if storage.backlog_points:
+        return True
+    return sum(len(item.batch.points) for item in items) > ROLLUP_AT_ONCE
 
 
 def _read(sock: socket.socket) -> bytes | None:
