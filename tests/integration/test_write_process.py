@@ -4,14 +4,16 @@ that was acknowledged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
-from glowing_fiesta.bootstrap import ServeRuntime, build
+from glowing_fiesta.bootstrap import Components, ServeRuntime, build
 from glowing_fiesta.errors import TypeConflict, Unavailable
 from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution
 from glowing_fiesta.settings import Settings
@@ -102,6 +104,20 @@ def test_the_writer_can_stay_in_process(settings: Settings) -> None:
     assert asyncio.run(scenario()) == (None, 1)
 
 
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[Components, SqlStorage]]:
+    """The embedded runtime as `serve` runs it, writer process included."""
+    components = build(settings)
+    runtime = ServeRuntime(components)
+    await runtime.start()
+    storage = components.storage
+    assert isinstance(storage, SqlStorage)
+    try:
+        yield components, storage
+    finally:
+        await runtime.stop()
+
+
 async def day_count(storage: SqlStorage, name: str) -> int:
     """Points in `name`'s day cells, as a query reads them."""
     metric, reads = await storage.read_series(
@@ -115,12 +131,7 @@ async def day_count(storage: SqlStorage, name: str) -> int:
 @pytest.mark.parametrize("points", [1, 600])
 def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings, points: int) -> None:
     async def scenario() -> list[int]:
-        components = build(settings)
-        runtime = ServeRuntime(components)
-        await runtime.start()
-        storage = components.storage
-        assert isinstance(storage, SqlStorage)
-        try:
+        async with serving(settings) as (components, storage):
             seen = []
             for _ in range(3):
                 sent = batch("rq", points=points)
@@ -131,8 +142,6 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings, poi
                 # To the millisecond, as stored.
                 assert metric.last_point_at == round(sent.points[0].timestamp * 1000) / 1000
             return seen
-        finally:
-            await runtime.stop()
 
     assert asyncio.run(scenario()) == [points, 2 * points, 3 * points]
 
@@ -140,35 +149,27 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings, poi
 @pytest.mark.parametrize("points", [1, 600])  # written at once, and on the timer
 def test_the_writer_writes_cells_without_being_asked(settings: Settings, points: int) -> None:
     async def scenario() -> int:
-        components = build(settings)
-        runtime = ServeRuntime(components)
-        await runtime.start()
-        # A second storage on the same database, with no writer process to flush.
-        onlooker = SqlStorage(settings.database_url)
-        try:
-            await components.queue.put(batch("bg", points=points))
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                metric = await onlooker.get_metric("bg")
-                if metric is not None and await day_count(onlooker, "bg") == points:
-                    break
-                await asyncio.sleep(0.05)
-            return await day_count(onlooker, "bg")
-        finally:
-            await onlooker.close()
-            await runtime.stop()
+        async with serving(settings) as (components, _):
+            # A second storage on the same database, with no writer process to flush.
+            onlooker = SqlStorage(settings.database_url)
+            try:
+                await components.queue.put(batch("bg", points=points))
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    metric = await onlooker.get_metric("bg")
+                    if metric is not None and await day_count(onlooker, "bg") == points:
+                        break
+                    await asyncio.sleep(0.05)
+                return await day_count(onlooker, "bg")
+            finally:
+                await onlooker.close()
 
     assert asyncio.run(scenario()) == points
 
 
 def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settings) -> None:
     async def scenario() -> int:
-        components = build(settings)
-        runtime = ServeRuntime(components)
-        await runtime.start()
-        storage = components.storage
-        assert isinstance(storage, SqlStorage)
-        try:
+        async with serving(settings) as (components, storage):
             await asyncio.gather(
                 *(components.queue.put(batch("kd", points=600)) for _ in range(20))
             )
@@ -177,7 +178,5 @@ def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settin
             os.kill(pid, signal.SIGKILL)  # within ROLLUP_SECONDS of the acknowledgements
             await asyncio.sleep(0.2)
             return await day_count(storage, "kd")
-        finally:
-            await runtime.stop()
 
     assert asyncio.run(scenario()) == 20 * 600
