@@ -125,8 +125,9 @@ class WriteProcess:
             )
         self._proc = proc
         self._reader, self._writer = await asyncio.open_connection(sock=mine)
-        # A new child first writes the cells its predecessor left (the rollup backlog).
-        self._dirty = False
+        # A new child first writes the cells its predecessor left (the rollup backlog),
+        # and a query must wait for that: the first `settle` asks.
+        self._dirty = True
         self._writer.write(_frame(self._config))
         log.info("writer_process_started", pid=proc.pid)
 
@@ -193,6 +194,8 @@ class WriteProcess:
                     await proc.wait()
 
     async def _lost(self, exc: BaseException) -> None:
+        # It may have committed a write whose cells it had not written yet.
+        self._dirty = True
         proc = self._proc
         log.error("writer_process_lost", error=repr(exc), pid=proc.pid if proc else None)
         if self._writer is not None:
