@@ -9,14 +9,13 @@ import asyncio
 import random
 import sqlite3
 import uuid
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import func, select
 
 from glowing_fiesta.aggregate import VALUES_TAG
 from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution
-from glowing_fiesta.storage import migrate
 from glowing_fiesta.storage.base import WriteItem
 from glowing_fiesta.storage.schema import rollup_backlog
 from glowing_fiesta.storage.sql import SqlStorage
@@ -72,6 +71,10 @@ def last_point_at(store: SqlStorage, name: str) -> float | None:
     return metric.last_point_at
 
 
+def day_counts(store: SqlStorage, name: str) -> list[object]:
+    return [row[1] for row in cells(store, name)[Resolution.DAY]]
+
+
 def backlog_rows(store: SqlStorage) -> int:
     engine = store._write_engine
     with engine.connect() as conn:
@@ -79,10 +82,18 @@ def backlog_rows(store: SqlStorage) -> int:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'backlog.db'}"
-    migrate.upgrade(url)
-    return url
+def open_store(database_url: str) -> Iterator[Callable[[], SqlStorage]]:
+    """Storages on the SQLite database (writers, as the writer process has one), all
+    disposed at the end; disposing one earlier is how a test has a writer die."""
+    opened: list[SqlStorage] = []
+
+    def make() -> SqlStorage:
+        opened.append(SqlStorage(database_url))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.dispose()
 
 
 def test_deferred_cells_equal_the_cells_written_at_once(store: SqlStorage) -> None:
@@ -103,8 +114,10 @@ def test_deferred_cells_equal_the_cells_written_at_once(store: SqlStorage) -> No
     assert last_point_at(store, "later") == last_point_at(store, "now") is not None
 
 
-def test_a_dead_writers_cells_are_written_by_the_next_one(sqlite_url: str) -> None:
-    dead = SqlStorage(sqlite_url)
+def test_a_dead_writers_cells_are_written_by_the_next_one(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    dead = open_store()
     for items in writes("twin", C, seed=2):
         dead.apply_now(items)
     for items in writes("crash", C, seed=2):
@@ -112,101 +125,86 @@ def test_a_dead_writers_cells_are_written_by_the_next_one(sqlite_url: str) -> No
     assert backlog_rows(dead) == 6
     dead.dispose()  # dies with 240 points' cells unwritten
 
-    nxt = SqlStorage(sqlite_url)
-    try:
-        assert nxt.recover_now() == 240
-        assert backlog_rows(nxt) == 0
-        assert nxt.recover_now() == 0
-        assert cells(nxt, "crash") == cells(nxt, "twin")
-        assert last_point_at(nxt, "crash") == last_point_at(nxt, "twin")
-    finally:
-        nxt.dispose()
+    nxt = open_store()
+    assert nxt.recover_now() == 240
+    assert backlog_rows(nxt) == 0
+    assert nxt.recover_now() == 0
+    assert cells(nxt, "crash") == cells(nxt, "twin")
+    assert last_point_at(nxt, "crash") == last_point_at(nxt, "twin")
 
 
-def test_opening_the_database_writes_a_left_backlog(sqlite_url: str) -> None:
-    dead = SqlStorage(sqlite_url)
+def test_opening_the_database_writes_a_left_backlog(open_store: Callable[[], SqlStorage]) -> None:
+    dead = open_store()
     for items in writes("left", V, seed=3, n=2):
         dead.apply_now(items, defer_rollups=True)
     dead.dispose()
-    store = SqlStorage(sqlite_url)
-    try:
-        asyncio.run(store.open())
-        assert backlog_rows(store) == 0
-        day = cells(store, "left")[Resolution.DAY]
-        assert [row[1] for row in day] == [80]
-    finally:
-        store.dispose()
+    store = open_store()
+    asyncio.run(store.open())
+    assert backlog_rows(store) == 0
+    assert day_counts(store, "left") == [80]
 
 
-def test_cells_taken_over_by_another_writer_are_not_written_twice(sqlite_url: str) -> None:
-    live = SqlStorage(sqlite_url)
-    other = SqlStorage(sqlite_url)
-    try:
-        for items in writes("shared", C, seed=4, n=3):
-            live.apply_now(items, defer_rollups=True)
-        assert other.recover_now() == 120  # e.g. a second writer starting meanwhile
-        for items in writes("shared", C, seed=5, n=1):
-            live.apply_now(items, defer_rollups=True)
-        assert live.roll_up_now() == 40  # only the write that is still its own
-        day = cells(live, "shared")[Resolution.DAY]
-        assert [row[1] for row in day] == [160]
-    finally:
-        live.dispose()
-        other.dispose()
+def test_cells_taken_over_by_another_writer_are_not_written_twice(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    live, other = open_store(), open_store()
+    for items in writes("shared", C, seed=4, n=3):
+        live.apply_now(items, defer_rollups=True)
+    assert other.recover_now() == 120  # e.g. a second writer starting meanwhile
+    for items in writes("shared", C, seed=5, n=1):
+        live.apply_now(items, defer_rollups=True)
+    assert live.roll_up_now() == 40  # only the write that is still its own
+    assert day_counts(live, "shared") == [160]
 
 
-def test_deleting_a_metric_with_cells_waiting_leaves_no_cells_behind(sqlite_url: str) -> None:
-    store = SqlStorage(sqlite_url)
-    try:
-        for items in writes("gone", C, seed=6, n=2):
-            store.apply_now(items, defer_rollups=True)
-        assert asyncio.run(store.delete_metric("gone"))
-        assert store.roll_up_now() == 0
-        # A new metric of that name (which may get the same id) starts from nothing.
-        for items in writes("gone", C, seed=7, n=1):
-            store.apply_now(items, defer_rollups=True)
+def test_deleting_a_metric_with_cells_waiting_leaves_no_cells_behind(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    store = open_store()
+    for items in writes("gone", C, seed=6, n=2):
+        store.apply_now(items, defer_rollups=True)
+    assert asyncio.run(store.delete_metric("gone"))
+    assert store.roll_up_now() == 0
+    # A new metric of that name (which may get the same id) starts from nothing.
+    for items in writes("gone", C, seed=7, n=1):
+        store.apply_now(items, defer_rollups=True)
+    store.roll_up_now()
+    assert day_counts(store, "gone") == [40]
+
+
+def test_a_failed_rollup_keeps_its_backlog(
+    open_store: Callable[[], SqlStorage], database_url: str
+) -> None:
+    store = open_store()
+    path = database_url.removeprefix("sqlite:///")
+    for items in writes("kept", V, seed=8, n=2):
+        store.apply_now(items, defer_rollups=True)
+    metric = asyncio.run(store.get_metric("kept"))
+    assert metric is not None
+    with sqlite3.connect(path) as db:  # a stored cell the merge refuses
+        db.execute(
+            "INSERT INTO rollups VALUES (?, 86400, ?, 1, 1.0, 1.0, 1.0, ?)",
+            (metric.id, T0, bytes([VALUES_TAG, 1, 2])),
+        )
+    with pytest.raises(ValueError, match="corrupt"):
         store.roll_up_now()
-        day = cells(store, "gone")[Resolution.DAY]
-        assert [row[1] for row in day] == [40]
-    finally:
-        store.dispose()
+    assert store.backlog_points == 80
+    assert backlog_rows(store) == 2
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM rollups WHERE res = 86400")
+    assert store.roll_up_now() == 80
+    assert day_counts(store, "kept") == [80]
 
 
-def test_a_failed_rollup_keeps_its_backlog(sqlite_url: str) -> None:
-    store = SqlStorage(sqlite_url)
-    path = sqlite_url.removeprefix("sqlite:///")
-    try:
-        for items in writes("kept", V, seed=8, n=2):
-            store.apply_now(items, defer_rollups=True)
-        metric = asyncio.run(store.get_metric("kept"))
-        assert metric is not None
-        with sqlite3.connect(path) as db:  # a stored cell the merge refuses
-            db.execute(
-                "INSERT INTO rollups VALUES (?, 86400, ?, 1, 1.0, 1.0, 1.0, ?)",
-                (metric.id, T0, bytes([VALUES_TAG, 1, 2])),
-            )
-        with pytest.raises(ValueError, match="corrupt"):
-            store.roll_up_now()
-        assert store.backlog_points == 80
-        assert backlog_rows(store) == 2
-        with sqlite3.connect(path) as db:
-            db.execute("DELETE FROM rollups WHERE res = 86400")
-        assert store.roll_up_now() == 80
-        assert [row[1] for row in cells(store, "kept")[Resolution.DAY]] == [80]
-    finally:
-        store.dispose()
-
-
-def test_retention_deleting_blocks_first_writes_their_waiting_cells(sqlite_url: str) -> None:
+def test_retention_deleting_blocks_first_writes_their_waiting_cells(
+    open_store: Callable[[], SqlStorage],
+) -> None:
     """Cells outlive raw points; blocks deleted before their cells were written must
     not take the cells with them, nor leave a backlog row naming deleted ids."""
-    store = SqlStorage(sqlite_url)
-    try:
-        for items in writes("aged", V, seed=9, n=2):
-            store.apply_now(items, defer_rollups=True)
-        assert asyncio.run(store.delete_points_before(T0 + DAY, 1000)) > 0
-        assert backlog_rows(store) == 0
-        assert store.roll_up_now() == 0  # written by retention's transaction
-        assert [row[1] for row in cells(store, "aged")[Resolution.DAY]] == [80]
-    finally:
-        store.dispose()
+    store = open_store()
+    for items in writes("aged", V, seed=9, n=2):
+        store.apply_now(items, defer_rollups=True)
+    assert asyncio.run(store.delete_points_before(T0 + DAY, 1000)) > 0
+    assert backlog_rows(store) == 0
+    assert store.roll_up_now() == 0  # written by retention's transaction
+    assert day_counts(store, "aged") == [80]
