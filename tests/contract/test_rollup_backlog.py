@@ -1,7 +1,8 @@
-"""Deferred rollup cells (SqlStorage.apply_now(defer_rollups=True)): a write's raw blocks
-are committed at once and its cells later, many writes together. The cells end up the
-same as if each write had written its own, and a writer that dies with cells unwritten
-loses none of them: whoever opens the database next writes them."""
+"""Deferred blocks and rollup cells (SqlStorage.apply_now(defer_rollups=True)): a write's
+points are committed at once as one pending row, and its raw blocks and cells later,
+many writes together. Points and cells end up the same as if each write had written its
+own, and a writer that dies with some unwritten loses none of them: whoever opens the
+database next writes them."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 from glowing_fiesta.aggregate import VALUES_TAG
 from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution
 from glowing_fiesta.storage.base import WriteItem
-from glowing_fiesta.storage.schema import rollup_backlog
+from glowing_fiesta.storage.schema import metric_points, pending_points, rollup_backlog
 from glowing_fiesta.storage.sql import SqlStorage
 
 DAY = 86400
@@ -75,10 +76,21 @@ def day_counts(store: SqlStorage, name: str) -> list[object]:
     return [row[1] for row in cells(store, name)[Resolution.DAY]]
 
 
+def points(store: SqlStorage, name: str) -> list[tuple[float, float]]:
+    metric = asyncio.run(store.get_metric(name))
+    assert metric is not None
+    return asyncio.run(store.read_points(metric.id, T0, T0 + DAY))
+
+
 def backlog_rows(store: SqlStorage) -> int:
-    engine = store._write_engine
-    with engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(rollup_backlog)) or 0)
+    """Writes still pending."""
+    with store._write_engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(pending_points)) or 0)
+
+
+def block_rows(store: SqlStorage) -> int:
+    with store._write_engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(metric_points)) or 0)
 
 
 @pytest.fixture
@@ -103,15 +115,30 @@ def test_deferred_cells_equal_the_cells_written_at_once(store: SqlStorage) -> No
         store.apply_now(items, defer_rollups=True)
     if store.can_defer_rollups:
         assert store.backlog_points == 240
+        assert backlog_rows(store) == 6
         assert cells(store, "later")[Resolution.MINUTE] == []  # not written yet
+        assert points(store, "later") == []
         assert last_point_at(store, "later") is None  # raised with the cells
         assert store.roll_up_now() == 240
-    # Server engines hand out ids to concurrent writers interleaved, so they write
-    # every write's cells with it.
+    # Server engines write every write's blocks and cells with it (a deferred write
+    # there would hold its metrics' row locks until the rollup).
     assert store.backlog_points == 0
     assert backlog_rows(store) == 0
     assert cells(store, "later") == cells(store, "now")
+    assert len(points(store, "later")) == 240
+    assert points(store, "later") == points(store, "now")
     assert last_point_at(store, "later") == last_point_at(store, "now") is not None
+
+
+def test_deferred_writes_share_blocks(open_store: Callable[[], SqlStorage]) -> None:
+    store = open_store()
+    for items in writes("few", C, seed=10):
+        store.apply_now(items, defer_rollups=True)
+    store.roll_up_now()
+    assert block_rows(store) == 1  # six writes of one metric and day, one block
+    for items in writes("many", C, seed=10):
+        store.apply_now(items)
+    assert block_rows(store) == 1 + 6
 
 
 def test_a_dead_writers_cells_are_written_by_the_next_one(
@@ -123,13 +150,14 @@ def test_a_dead_writers_cells_are_written_by_the_next_one(
     for items in writes("crash", C, seed=2):
         dead.apply_now(items, defer_rollups=True)
     assert backlog_rows(dead) == 6
-    dead.dispose()  # dies with 240 points' cells unwritten
+    dead.dispose()  # dies with 240 points' blocks and cells unwritten
 
     nxt = open_store()
     assert nxt.recover_now() == 240
     assert backlog_rows(nxt) == 0
     assert nxt.recover_now() == 0
     assert cells(nxt, "crash") == cells(nxt, "twin")
+    assert points(nxt, "crash") == points(nxt, "twin")
     assert last_point_at(nxt, "crash") == last_point_at(nxt, "twin")
 
 
@@ -155,6 +183,7 @@ def test_cells_taken_over_by_another_writer_are_not_written_twice(
         live.apply_now(items, defer_rollups=True)
     assert live.roll_up_now() == 40  # only the write that is still its own
     assert day_counts(live, "shared") == [160]
+    assert len(points(live, "shared")) == 160
 
 
 def test_deleting_a_metric_with_cells_waiting_leaves_no_cells_behind(
@@ -208,3 +237,28 @@ def test_retention_deleting_blocks_first_writes_their_waiting_cells(
     assert backlog_rows(store) == 0
     assert store.roll_up_now() == 0  # written by retention's transaction
     assert day_counts(store, "aged") == [80]
+
+
+def test_cells_left_by_a_writer_of_migration_0002_are_written(
+    open_store: Callable[[], SqlStorage], database_url: str
+) -> None:
+    """That writer committed blocks and a range of their ids, and wrote the cells later;
+    a database it left with ranges waiting gets those cells once opened."""
+    store = open_store()
+    for items in writes("old", V, seed=11, n=2):
+        store.apply_now(items)
+    for items in writes("twin", V, seed=11, n=2):
+        store.apply_now(items)
+    metric = asyncio.run(store.get_metric("old"))
+    assert metric is not None
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+        db.execute("DELETE FROM rollups WHERE metric_id = ?", (metric.id,))
+        first, last = db.execute(
+            "SELECT min(id), max(id) FROM metric_points WHERE metric_id = ?", (metric.id,)
+        ).fetchone()
+        db.execute("INSERT INTO rollup_backlog VALUES (?, ?)", (first, last))
+    assert day_counts(store, "old") == []
+    assert store.recover_now() == 80
+    assert cells(store, "old") == cells(store, "twin")
+    with store._write_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(rollup_backlog)) == 0

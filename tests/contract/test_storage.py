@@ -54,6 +54,24 @@ def test_apply_creates_metrics_and_writes_points_and_cells(store: SqlStorage) ->
     assert [tuple(row) for row in day] == [(T0, 2, 3, 1, 2, None)]
 
 
+def test_raw_points_across_blocks_come_back_in_order_within_the_window(
+    store: SqlStorage,
+) -> None:
+    run(store.apply([WriteItem(batch(("r", V, 5.0, T0 + 30), ("r", V, 1.0, T0 + 10)))]))
+    run(store.apply([WriteItem(batch(("r", V, 2.0, T0 + 30), ("r", V, 9.0, T0 + 70)))]))
+    run(store.apply([WriteItem(batch(("r", V, 4.0, T0 + 9.999), ("r", V, 3.0, T0 + 20.5)))]))
+    metric = run(store.get_metric("r"))
+    assert metric is not None
+    # start inclusive, end exclusive, ties in time ordered by value
+    assert run(store.read_points(metric.id, T0 + 10, T0 + 70)) == [
+        (T0 + 10, 1.0),
+        (T0 + 20.5, 3.0),
+        (T0 + 30, 2.0),
+        (T0 + 30, 5.0),
+    ]
+    assert run(store.read_points(metric.id, T0 + 71, T0 + 80)) == []
+
+
 def test_read_series_reads_the_metric_and_every_span_at_once(store: SqlStorage) -> None:
     run(store.apply([WriteItem(batch(("s", V, 1.0, T0 + 5), ("s", V, 3.0, T0 + 65)))]))
     spans = [(None, T0 + 0.0, T0 + 60.0), (Resolution.MINUTE, T0 + 60.0, T0 + 120.0)]

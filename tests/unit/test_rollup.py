@@ -14,6 +14,7 @@ import math
 import random
 import struct
 import sys
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -487,6 +488,41 @@ def test_encode_runs_of_a_write_per_metric_and_day(write: Write) -> None:
     for a, b, blob in zip(starts, ends, got, strict=True):
         assert blob == blocks.encode(by_run[(mids[a], int(ts[a] // 86400))])
         assert int(ts[b - 1] // 86400) == int(ts[a] // 86400)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(METRICS), times, values), max_size=80))
+def test_pending_points_round_trip_exactly(write: Write) -> None:
+    """A deferred write's points come back bit for bit, so the blocks and cells written
+    from them later equal the ones its own commit would have written."""
+    points = rollup.Points.of(
+        [m for m, _, _ in write], [t for _, t, _ in write], [v for *_, v in write]
+    )
+    back = rollup.Points(*blocks.decode_pending(blocks.encode_pending(*_columns(points))))
+    for got, want in zip(_columns(back), _columns(points), strict=True):
+        assert got.dtype == want.dtype
+        assert got.tobytes() == want.tobytes()
+
+
+def _columns(points: rollup.Points) -> tuple[rollup.Ints, rollup.Floats, rollup.Floats]:
+    return points.metric, points.time, points.value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x01\x00\x00\x00\x00", b"\x02\x01\x00", b"\x02\x01\x00\x00\x00" + bytes(23)],
+    ids=["empty", "a block, not pending points", "short header", "truncated"],
+)
+def test_corrupt_pending_points_are_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match="pending points"):
+        blocks.decode_pending(data)
+
+
+def test_a_truncated_block_is_refused() -> None:
+    block = blocks.encode([(BASE, 1.0), (BASE + 1, 2.0)])
+    body = zlib.decompress(block[1:])
+    with pytest.raises(ValueError, match="truncated block"):
+        blocks.decode(block[:1] + zlib.compress(body[:-8]))
 
 
 # --- 5. corrupt stored summaries -----------------------------------------------------

@@ -1,25 +1,30 @@
-"""Pack a metric's raw points into one compressed block, and unpack it (pure).
+"""Pack a metric's raw points into one compressed block, and a write's points into one
+pending record, and unpack them (pure).
 
-Layout (version 1): one version byte, then zlib of
+Block layout (version 1): one version byte, then zlib of
 `n: uint32 | n x int64 time deltas in milliseconds | n x float64 values`, little-endian,
 points sorted by time. Delta-encoded times and repeated values (counters are mostly 1)
 compress to a few bytes a point. Times keep millisecond precision.
+
+Pending layout (version 2): one version byte, then
+`n: uint32 | n x int64 metric ids | n x float64 times | n x float64 values`,
+little-endian, uncompressed: it lives only until the write's blocks are written
+(`SqlStorage.apply_now`), and zlib of a 2,000-point write cost ~0.3 µs a point, more
+than the rest of its commit.
 """
 
 from __future__ import annotations
 
 import struct
-import sys
 import zlib
-from array import array
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 _VERSION = 1
+_PENDING_VERSION = 2
 _HEADER = struct.Struct("<I")
-_BIG_ENDIAN = sys.byteorder == "big"
 
 
 def encode(points: Sequence[tuple[float, float]]) -> bytes:
@@ -53,20 +58,49 @@ def encode_runs(
 
 def decode(data: bytes) -> list[tuple[float, float]]:
     """Unpack a block into (timestamp seconds, value) pairs sorted by time."""
+    time, value = decode_columns(data)
+    return list(zip(time.tolist(), value.tolist(), strict=True))
+
+
+def decode_columns(data: bytes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Unpack a block into its times (seconds) and values, sorted by time."""
     if not data or data[0] != _VERSION:
         raise ValueError("unknown block format")
     body = zlib.decompress(data[1:])
     (n,) = _HEADER.unpack_from(body)
-    times = array("q")
-    values = array("d")
-    times.frombytes(body[4 : 4 + 8 * n])
-    values.frombytes(body[4 + 8 * n : 4 + 16 * n])
-    if _BIG_ENDIAN:  # pragma: no cover
-        times.byteswap()
-        values.byteswap()
-    out: list[tuple[float, float]] = []
-    ms = 0
-    for delta, v in zip(times, values, strict=True):
-        ms += delta
-        out.append((ms / 1000, v))
-    return out
+    if len(body) != _HEADER.size + 16 * n:
+        raise ValueError("truncated block")
+    ms = np.cumsum(np.frombuffer(body, "<i8", n, _HEADER.size), dtype=np.int64)
+    value = np.frombuffer(body, "<f8", n, _HEADER.size + 8 * n).astype(np.float64)
+    return ms / 1000, value
+
+
+def encode_pending(
+    metric: NDArray[np.int64], time: NDArray[np.float64], value: NDArray[np.float64]
+) -> bytes:
+    """Pack a write's points (columns of equal length, any metrics) as they are."""
+    return b"".join(
+        (
+            bytes([_PENDING_VERSION]),
+            _HEADER.pack(len(metric)),
+            metric.astype("<i8").tobytes(),
+            time.astype("<f8").tobytes(),
+            value.astype("<f8").tobytes(),
+        )
+    )
+
+
+def decode_pending(
+    data: bytes,
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Unpack `encode_pending`'s columns: metric ids, times, values."""
+    if not data or data[0] != _PENDING_VERSION or len(data) < 1 + _HEADER.size:
+        raise ValueError("unknown pending points format")
+    (n,) = _HEADER.unpack_from(data, 1)
+    if len(data) != 1 + _HEADER.size + 24 * n:
+        raise ValueError("truncated pending points")
+    at = 1 + _HEADER.size
+    metric = np.frombuffer(data, "<i8", n, at).astype(np.int64)
+    time = np.frombuffer(data, "<f8", n, at + 8 * n).astype(np.float64)
+    value = np.frombuffer(data, "<f8", n, at + 16 * n).astype(np.float64)
+    return metric, time, value

@@ -10,12 +10,13 @@ Wire: each message is a 4-byte big-endian length and a msgpack body. The parent 
 a request — `apply` with a list of `WriteItem`s, or `flush` — and the child answers
 with one result per item (or an error) and the number of points whose cells wait.
 
-Rollups: on SQLite the child commits a write's raw blocks before answering and writes
-the rollup cells of many writes together, when ROLLUP_POINTS have gathered or the
-oldest has waited ROLLUP_SECONDS (SqlStorage.apply_now says why). A query in the parent
-first sends `flush` if cells may be waiting, so it sees every acknowledged write. A
-write whose cells were never written (the child died) is in the database's rollup
-backlog, and the next child writes its cells before anything else.
+Rollups: on SQLite the child commits a write's points as one pending row before
+answering and writes the raw blocks and rollup cells of many writes together, when
+ROLLUP_POINTS have gathered or the oldest has waited ROLLUP_SECONDS (SqlStorage.apply_now
+says why). A read in the parent first sends `flush` if some may be waiting, so it sees
+every acknowledged write. A write whose blocks and cells were never written (the child
+died) is still pending in the database, and the next child writes them before anything
+else.
 
 Failure: if the child dies, the `apply` in flight fails with `Unavailable` (its
 requests get a 503 and were never acknowledged; a commit that did land before the
@@ -49,7 +50,7 @@ log = structlog.get_logger(__name__)
 
 _LENGTH = struct.Struct(">I")
 _STOP_SECONDS = 30.0
-# When the child writes deferred rollup cells. Measured on the bench's data: cells of
+# When the child writes deferred blocks and rollup cells. Measured on the bench's data: cells of
 # 10,000 points written together cost 3.6 µs a point, of 20,000 3.1, of 50,000 2.8;
 # a query never waits for this (it flushes), only the next write does.
 ROLLUP_POINTS = 50_000
@@ -87,7 +88,7 @@ class _Reply(msgspec.Struct, array_like=True):
     # "unavailable" (the database refused: retry) or "failed" (anything else)
     error: str | None = None
     message: str = ""
-    backlog: int = 0  # points whose rollup cells the child has not written yet
+    backlog: int = 0  # points whose blocks and cells the child has not written yet
 
 
 _encoder = msgspec.msgpack.Encoder()

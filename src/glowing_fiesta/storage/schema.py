@@ -76,10 +76,25 @@ rollups = Table(
     sqlite_with_rowid=False,
 )
 
-# Raw blocks whose rollup cells are still to be written, as ranges of block ids: the
-# embedded writer commits a write's blocks at once and its cells a little later, over
-# many writes together (see `SqlStorage.apply_now`). A range is deleted in the
-# transaction that writes its cells, so after a crash whoever finds it writes them.
+# Writes committed whose blocks and rollup cells are still to be written: the embedded
+# writer commits a write's points as one row here and writes the blocks and cells of
+# many writes together a little later (see `SqlStorage.apply_now`). A row is deleted in
+# the transaction that writes its blocks and cells, so after a crash whoever finds it
+# writes them.
+pending_points = Table(
+    "pending_points",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("n", Integer, nullable=False),
+    Column("data", _Blob, nullable=False),
+    # Ids are never reused, even after the table empties (SQLite reuses a plain rowid):
+    # a writer tells its own rows still pending from rows recovered by someone else by id.
+    sqlite_autoincrement=True,
+)
+
+# Superseded by `pending_points` (migration 0003): ranges of block ids whose cells were
+# still to be written, left by a writer of migration 0002 that stopped with cells
+# waiting. Only recovery reads it, so that such a database loses no cells on upgrade.
 rollup_backlog = Table(
     "rollup_backlog",
     metadata,
