@@ -50,7 +50,7 @@ class Points:
         # (after a crash) then equal the cells written from the request's points.
         t = np.round(np.asarray(time, dtype=np.float64) * 1000) / 1000
         v = np.asarray(value, dtype=np.float64) + 0.0  # -0.0 as 0.0, as Sketch.add does
-        order = np.lexsort((v, t, m))
+        order = _point_order(m, t, v)
         return cls(m[order], t[order], v[order])
 
     @classmethod
@@ -61,7 +61,7 @@ class Points:
         m = np.concatenate([p.metric for p in parts])
         t = np.concatenate([p.time for p in parts])
         v = np.concatenate([p.value for p in parts])
-        order = np.lexsort((v, t, m))
+        order = _point_order(m, t, v)
         return cls(m[order], t[order], v[order])
 
     def __len__(self) -> int:
@@ -78,6 +78,24 @@ class Points:
         """Each metric's latest point time."""
         _, ends = self.runs(np.zeros(len(self.metric), dtype=np.int64))
         return dict(zip(self.metric[ends - 1].tolist(), self.time[ends - 1].tolist(), strict=True))
+
+
+def _point_order(metric: Ints, time: Floats, value: Floats) -> Ints:
+    """`np.lexsort((value, time, metric))` for times whole in milliseconds: one sort by
+    (metric, millisecond) as an int64 where that fits, when no two points share both
+    (a 50,000-point rollup of the bench's data: 11 -> 3 ms)."""
+    if len(metric) > 1:
+        ms = np.round(time * 1000).astype(np.int64)
+        first = int(ms.min())
+        bits = (int(ms.max()) - first).bit_length()
+        if int(metric.min()) >= 0 and int(metric.max()).bit_length() + bits <= 62:
+            key = (metric << bits) | (ms - first)
+            order = np.argsort(key, kind="stable")
+            ordered = key[order]
+            if not (ordered[1:] == ordered[:-1]).any():
+                return order
+            return np.lexsort((value, key))
+    return np.lexsort((value, time, metric))
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,12 +336,22 @@ def _bins_of_sketches(jobs: list[tuple[int, int]], blobs: list[bytes], zero: lis
     )
 
 
+def _order(job: Ints, sign: Ints, key: Ints) -> Ints:
+    """`np.lexsort((key, sign, job))`: as one int64 key where the three fit (4x faster on
+    the 120,000 bins of a 50,000-point rollup); a corrupt stored key falls back."""
+    low = int(key.min())
+    bits = (int(key.max()) - low).bit_length()
+    if int(job.min()) >= 0 and int(job.max()).bit_length() + bits + 1 <= 62:
+        return np.argsort((job << (bits + 1)) | (sign << bits) | (key - low), kind="stable")
+    return np.lexsort((key, sign, job))
+
+
 def _merge(sources: list[Bins]) -> Bins:
     """One (job, sign, bin) row per bin, counts summed, sorted by job, sign, bin."""
     job, sign, key, count = (np.concatenate(column) for column in zip(*sources, strict=True))
     if not len(job):  # every value is a zero: sketches of zero counts alone
         return job, sign, key, count
-    order = np.lexsort((key, sign, job))
+    order = _order(job, sign, key)
     job, sign, key, count = job[order], sign[order], key[order], count[order]
     new = np.flatnonzero((np.diff(job) != 0) | (np.diff(sign) != 0) | (np.diff(key) != 0)) + 1
     starts = np.concatenate(([0], new)).astype(np.int64)

@@ -518,6 +518,46 @@ def test_corrupt_pending_points_are_refused(data: bytes) -> None:
         blocks.decode_pending(data)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3000),
+            st.integers(0, 1),
+            st.one_of(st.integers(-2100, 71000), st.integers(-(2**62), 2**62)),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_bins_sort_as_lexsort_does(bins: list[tuple[int, int, int]]) -> None:
+    """Keys far out of a sketch's range (a corrupt stored sketch) included."""
+    job, sign, key = (np.asarray(column, dtype=np.int64) for column in zip(*bins, strict=True))
+    assert rollup._order(job, sign, key).tolist() == np.lexsort((key, sign, job)).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from((1, 2, 2**40)),
+            st.one_of(times, st.sampled_from((0.0, 1e12))),  # 1e12 s: too wide a key
+            st.sampled_from((-1.0, 0.0, 2.5, 7.0)),  # ties in (metric, time) are common
+        ),
+        max_size=40,
+    )
+)
+def test_points_sort_by_metric_time_and_value(write: Write) -> None:
+    points = rollup.Points.of(
+        [m for m, _, _ in write], [t for _, t, _ in write], [v for *_, v in write]
+    )
+    got = list(
+        zip(points.metric.tolist(), points.time.tolist(), points.value.tolist(), strict=True)
+    )
+    assert got == sorted(got)
+    assert sorted(got) == sorted((m, round(t * 1000) / 1000, v) for m, t, v in write)
+
+
 def test_a_truncated_block_is_refused() -> None:
     block = blocks.encode([(BASE, 1.0), (BASE + 1, 2.0)])
     body = zlib.decompress(block[1:])
