@@ -262,3 +262,51 @@ def test_cells_left_by_a_writer_of_migration_0002_are_written(
     assert cells(store, "old") == cells(store, "twin")
     with store._write_engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(rollup_backlog)) == 0
+
+
+def test_writes_deferred_while_a_rollup_is_computed_wait_for_the_next(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    store = open_store()
+    for items in writes("busy", C, seed=12, n=2):
+        store.apply_now(items, defer_rollups=True)
+    prepared = store.prepare_roll_up(store.backlog_snapshot())  # the writer process's thread
+    for items in writes("busy", C, seed=13, n=1):
+        store.apply_now(items, defer_rollups=True)
+    assert store.write_roll_up(prepared) == 80
+    assert store.backlog_points == 40
+    assert backlog_rows(store) == 1
+    assert store.roll_up_now() == 40
+    assert day_counts(store, "busy") == [120]
+
+
+def test_a_rollup_whose_cells_changed_meanwhile_is_computed_again(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    store, other = open_store(), open_store()
+    for items in writes("mixed", V, seed=14, n=2):
+        store.apply_now(items, defer_rollups=True)
+    for items in writes("twin", V, seed=14, n=2):
+        store.apply_now(items)
+    prepared = store.prepare_roll_up(store.backlog_snapshot())
+    for items in writes("mixed", V, seed=15, n=1):  # another process writes the same cells
+        other.apply_now(items)
+    for items in writes("twin", V, seed=15, n=1):
+        store.apply_now(items)
+    assert store.write_roll_up(prepared) == 80
+    assert cells(store, "mixed") == cells(store, "twin")
+    assert day_counts(store, "mixed") == [120]
+
+
+def test_a_rollup_of_writes_recovered_meanwhile_writes_nothing_twice(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    store, other = open_store(), open_store()
+    for items in writes("taken", C, seed=16, n=2):
+        store.apply_now(items, defer_rollups=True)
+    prepared = store.prepare_roll_up(store.backlog_snapshot())
+    assert other.recover_now() == 80
+    assert store.write_roll_up(prepared) == 0
+    assert store.backlog_points == 0
+    assert day_counts(store, "taken") == [80]
+    assert len(points(store, "taken")) == 80

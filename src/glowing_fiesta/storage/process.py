@@ -13,8 +13,9 @@ with one result per item (or an error) and the number of points whose cells wait
 Rollups: on SQLite the child commits a write's points as one pending row before
 answering and writes the raw blocks and rollup cells of many writes together, when
 ROLLUP_POINTS have gathered or the oldest has waited ROLLUP_SECONDS (SqlStorage.apply_now
-says why). A read in the parent first sends `flush` if some may be waiting, so it sees
-every acknowledged write. A write whose blocks and cells were never written (the child
+says why). The child computes a rollup on a thread while it goes on committing writes,
+then writes it. A read in the parent first sends `flush` if some may be waiting, so it
+sees every acknowledged write. A write whose blocks and cells were never written (the child
 died) is still pending in the database, and the next child writes them before anything
 else.
 
@@ -35,6 +36,7 @@ import struct
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -44,7 +46,7 @@ from glowing_fiesta.errors import Detail, TypeConflict, Unavailable
 from glowing_fiesta.storage.base import WriteItem
 
 if TYPE_CHECKING:
-    from glowing_fiesta.storage.sql import SqlStorage
+    from glowing_fiesta.storage.sql import PreparedRollup, SqlStorage
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +63,16 @@ ROLLUP_SECONDS = 0.25
 # 1,000 single writes/s the WAL grew ~40% faster with every write split in two, and its
 # restarts (tens of ms, every write waiting) came that much more often.
 ROLLUP_AT_ONCE = 500
+# While a rollup is being computed, writes go on; past this many points waiting the
+# child stops taking writes until it is written, so the backlog (in memory and in the
+# pending table) stays bounded when writes outrun rollups.
+ROLLUP_LIMIT = 4 * ROLLUP_POINTS
 _RETRY_SECONDS = 1.0
+# The child's GIL switch interval. A write's transaction gives up the GIL in every
+# SQLite call; with the default 5 ms, each time it could wait that long for the rollup
+# thread to hand it back. Measured (bench ingest, 2 runs): 5 ms 232k points/s (as with
+# no thread), 0.5 ms 245k, 0.1 ms 245k.
+SWITCH_SECONDS = 0.0001
 
 
 class _Conflict(msgspec.Struct, array_like=True):
@@ -215,6 +226,7 @@ def _serve(sock: socket.socket) -> None:
     # writer stops (by closing the socket, after its last commit).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.setswitchinterval(SWITCH_SECONDS)
     from glowing_fiesta.logs import configure
     from glowing_fiesta.storage.sql import SqlStorage  # the parent's module imports us
 
@@ -230,9 +242,15 @@ def _serve(sock: socket.socket) -> None:
         while True:
             wait = rollups.due_in()
             if wait is not None and wait <= 0:
-                rollups.write()
+                rollups.start()
                 continue
-            if not select.select([sock], [], [], wait)[0]:
+            if rollups.running and storage.backlog_points >= ROLLUP_LIMIT:
+                rollups.finish()
+                continue
+            ready = select.select([sock, rollups.done], [], [], wait)[0]
+            if rollups.done in ready:
+                rollups.finish()
+            if sock not in ready:
                 continue
             body = _read(sock)
             if body is None:
@@ -244,27 +262,64 @@ def _serve(sock: socket.socket) -> None:
                 reply = _apply(storage, request.items, defer=_defer(storage, request.items))
             sock.sendall(_frame(_encoder.encode(reply)))
         rollups.write()
+        rollups.close()
     storage.dispose()
 
 
 class _Rollups:
-    """The child's deferred rollup cells: when to write them, and failures kept apart
-    from the writes (a failed rollup is tried again later; its writes are stored)."""
+    """The child's deferred blocks and cells: when to write them, and failures kept apart
+    from the writes (a failed rollup is tried again later; its writes are stored).
+
+    A rollup is computed on a thread (`SqlStorage.prepare_roll_up`) while the loop goes
+    on committing writes, and written by the loop once done (`done` becomes readable).
+    """
 
     def __init__(self, storage: SqlStorage) -> None:
         self.storage = storage
         self.retry_at = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gf-rollup")
+        self.done, self._signal = socket.socketpair()
+        self._running: Future[PreparedRollup] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._running is not None
 
     def due_in(self) -> float | None:
-        """Seconds until the backlog should be written; None when there is none."""
-        if not self.storage.backlog_points:
+        """Seconds until the next rollup should start; None when there is nothing to
+        start (nothing waits, or one is running)."""
+        if self._running is not None or not self.storage.backlog_points:
             return None
         if self.storage.backlog_points >= ROLLUP_POINTS:
             return self.retry_at - time.monotonic()
         due = max(self.storage.backlog_since + ROLLUP_SECONDS, self.retry_at)
         return due - time.monotonic()
 
+    def start(self) -> None:
+        """Start computing the rollup of every write deferred so far."""
+        future = self._pool.submit(self.storage.prepare_roll_up, self.storage.backlog_snapshot())
+        future.add_done_callback(lambda _: self._signal.send(b"."))
+        self._running = future
+
+    def finish(self) -> bool:
+        """Wait for the running rollup, if any, and write it."""
+        future, self._running = self._running, None
+        if future is None:
+            return True
+        try:
+            prepared = future.result()
+            self.done.recv(1)  # its signal (the callback may send it just after `result`)
+            self.storage.write_roll_up(prepared)
+        except Exception:
+            log.exception("rollup_write_failed")
+            self.retry_at = time.monotonic() + _RETRY_SECONDS
+            return False
+        return True
+
     def write(self) -> bool:
+        """Write every deferred write's blocks and cells now."""
+        if not self.finish():
+            return False
         try:
             self.storage.roll_up_now()
         except Exception:
@@ -272,6 +327,11 @@ class _Rollups:
             self.retry_at = time.monotonic() + _RETRY_SECONDS
             return False
         return True
+
+    def close(self) -> None:
+        self._pool.shutdown()
+        self.done.close()
+        self._signal.close()
 
     def recover(self) -> None:
         try:

@@ -87,10 +87,26 @@ def _chunks(seq: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
 @dataclass(frozen=True, slots=True)
 class _Deferred:
     """A committed write whose blocks and cells are not written yet: its `pending_points`
-    row and its points."""
+    row, its points and when it was committed (`time.monotonic()`)."""
 
     id: int
     points: rollup.Points
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRollup:
+    """The blocks and cells of some deferred writes, computed by `prepare_roll_up`
+    outside the write transaction from the stored cells as they were then."""
+
+    backlog: list[_Deferred]  # the writes asked for
+    present: set[int]  # those still pending then
+    folded: list[rollup.Folded]
+    stored: dict[tuple[int, int, int], rollup.Stored]
+    blocks: list[tuple[int, float, float, int, bytes]]
+    cells: list[rollup.Row]
+    last_times: dict[int, float]
+    points: int
 
 
 def _metric(row: Any) -> Metric:
@@ -177,7 +193,6 @@ class SqlStorage:
         self._raw_reads = 0
         self._cell_reads = 0
         self._backlog: list[_Deferred] = []
-        self._backlog_since = 0.0
         # Metrics by name, as the writer last read or created them, while no other
         # connection has committed (see `_metrics_for_write`).
         self._data_version = dialects.data_version_sql(self._write_engine)
@@ -304,8 +319,6 @@ class SqlStorage:
         )
         self._remember(metrics)
         if deferred is not None:
-            if not self._backlog:
-                self._backlog_since = time.monotonic()
             self._backlog.append(deferred)
         return results
 
@@ -320,8 +333,67 @@ class SqlStorage:
 
     @property
     def backlog_since(self) -> float:
-        """`time.monotonic()` of the oldest write in the backlog."""
-        return self._backlog_since
+        """`time.monotonic()` of the oldest write in the backlog (0 when empty)."""
+        return self._backlog[0].at if self._backlog else 0.0
+
+    def backlog_snapshot(self) -> list[_Deferred]:
+        """The writes deferred so far, for `prepare_roll_up`."""
+        return list(self._backlog)
+
+    def prepare_roll_up(self, backlog: list[_Deferred]) -> PreparedRollup:
+        """The blocks and cells of `backlog`'s writes, computed on a read connection:
+        safe on another thread while the writer goes on committing writes, which is what
+        it is for (the writer process's rollups took ~140 ms, every write waiting).
+        `write_roll_up` writes the result."""
+
+        def run(conn: Connection) -> PreparedRollup:
+            present = self._present(conn, backlog)
+            mine = [d.points for d in backlog if d.id in present]
+            if not mine:
+                return PreparedRollup(backlog, present, [], {}, [], [], {}, 0)
+            points = rollup.Points.concat(mine)
+            folded = rollup.fold(points)
+            stored = self._stored_cells(conn, folded)
+            return PreparedRollup(
+                backlog,
+                present,
+                folded,
+                stored,
+                self._block_rows(points),
+                rollup.rows(points, folded, stored),
+                points.last_times(),
+                len(points),
+            )
+
+        with self._read_engine.connect() as conn:
+            return _discarding_on_error(conn, run)
+
+    def write_roll_up(self, prepared: PreparedRollup) -> int:
+        """Write what `prepare_roll_up` computed, in one transaction, and drop its writes
+        from the backlog; the points written. If another connection wrote any of the
+        cells it merged, or recovered any of its writes, meanwhile, the cells are
+        computed again inside the transaction. If the transaction fails the backlog is
+        kept."""
+
+        def run(conn: Connection) -> int:
+            if (
+                self._present(conn, prepared.backlog) != prepared.present
+                or self._stored_cells(conn, prepared.folded) != prepared.stored
+            ):
+                log.info("rollup_recomputed", writes=len(prepared.backlog))
+                return self._roll_up(conn, prepared.backlog)
+            if prepared.points:
+                self._insert_blocks(conn, prepared.blocks)
+                self._upsert_cells(conn, prepared.cells)
+                self._touch_metrics(conn, prepared.last_times)
+            for chunk in _chunks(sorted(prepared.present)):
+                conn.execute(_FORGET_PENDING, {"ids": chunk})
+            return prepared.points
+
+        written = self._write_now(run)
+        done = {id(d) for d in prepared.backlog}
+        self._backlog = [d for d in self._backlog if id(d) not in done]
+        return written
 
     def roll_up_now(self) -> int:
         """Write the blocks and cells of every deferred write, in one transaction; the
@@ -344,10 +416,15 @@ class SqlStorage:
         that died left them); the points written."""
         return self._write_now(self._recover)
 
-    def _roll_up(self, conn: Connection, backlog: list[_Deferred]) -> int:
+    def _present(self, conn: Connection, backlog: list[_Deferred]) -> set[int]:
+        """The pending rows of `backlog` still in the database."""
         present: set[int] = set()
         for chunk in _chunks([d.id for d in backlog]):
             present.update(conn.scalars(_PENDING_IN, {"ids": chunk}))
+        return present
+
+    def _roll_up(self, conn: Connection, backlog: list[_Deferred]) -> int:
+        present = self._present(conn, backlog)
         mine = [d.points for d in backlog if d.id in present]
         if not mine:
             return 0
@@ -472,7 +549,7 @@ class SqlStorage:
                 data = blocks.encode_pending(points.metric, points.time, points.value)
                 key = conn.execute(_PEND, {"n": len(points), "data": data}).inserted_primary_key
                 assert key is not None  # noqa: S101 - an INSERT always has one
-                deferred = _Deferred(key[0], points)
+                deferred = _Deferred(key[0], points, time.monotonic())
             else:
                 self._write_blocks(conn, points)
                 self._write_rollups(conn, points)
@@ -546,30 +623,38 @@ class SqlStorage:
         return out
 
     def _write_blocks(self, conn: Connection, points: rollup.Points) -> None:
+        self._insert_blocks(conn, self._block_rows(points))
+
+    @staticmethod
+    def _block_rows(points: rollup.Points) -> list[tuple[int, float, float, int, bytes]]:
         """One block per metric and UTC day of the write."""
         day = np.floor_divide(points.time, _DAY).astype(np.int64)
         starts, ends = (run.tolist() for run in points.runs(day))
         data = blocks.encode_runs(points.time, points.value, starts, ends)
         mids, times = points.metric.tolist(), points.time.tolist()
-        self._insert_blocks(
-            conn,
-            [
-                (mids[a], times[a], times[b - 1], b - a, blob)
-                for a, b, blob in zip(starts, ends, data, strict=True)
-            ],
-        )
+        return [
+            (mids[a], times[a], times[b - 1], b - a, blob)
+            for a, b, blob in zip(starts, ends, data, strict=True)
+        ]
 
     def _write_rollups(self, conn: Connection, points: rollup.Points) -> None:
         folded = rollup.fold(points)
         # Read-merge-write inside the write transaction: percentile data cannot be merged
         # by SQL arithmetic, and the transaction holds the write lock while we merge.
+        stored = self._stored_cells(conn, folded)
+        self._upsert_cells(conn, rollup.rows(points, folded, stored))
+
+    def _stored_cells(
+        self, conn: Connection, folded: list[rollup.Folded]
+    ) -> dict[tuple[int, int, int], rollup.Stored]:
+        """The stored cells among `folded`'s (and maybe others nearby), by key."""
         stored: dict[tuple[int, int, int], rollup.Stored] = {}
         for params in _existing_cells(folded):
             for mid, res, start, count, total, low, high, summary in self._cells_in_range(
                 conn, params
             ):
                 stored[(mid, res, start)] = (count, total, low, high, summary)
-        self._upsert_cells(conn, rollup.rows(points, folded, stored))
+        return stored
 
     # -- metrics --------------------------------------------------------------------
 
