@@ -180,3 +180,41 @@ def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settin
             return await day_count(storage, "kd")
 
     assert asyncio.run(scenario()) == 20 * 600
+
+
+def test_the_childs_rollups_run_aside_when_big_and_at_once_when_small(database_url: str) -> None:
+    """A small backlog is written at once, so that light loads go back to one commit per
+    write; a big one is computed on the rollup thread while writes go on."""
+    from glowing_fiesta.storage.base import WriteItem
+    from glowing_fiesta.storage.process import ROLLUP_THREADED, _defer, _Rollups
+
+    store = SqlStorage(database_url)
+    rollups = _Rollups(store)
+    try:
+        small = [WriteItem(batch("light", points=600))]
+        store.apply_now(small, defer_rollups=_defer(store, small))
+        assert store.backlog_points == 600
+        rollups.start()
+        assert not rollups.running()
+        assert store.backlog_points == 0
+        one = [WriteItem(batch("light"))]
+        assert not _defer(store, one)  # nothing waits: a single write keeps its cells
+
+        big = [WriteItem(batch("heavy", points=ROLLUP_THREADED))]
+        store.apply_now(big, defer_rollups=True)
+        rollups.start()
+        assert rollups.running()
+        store.apply_now(one, defer_rollups=_defer(store, one))  # goes on meanwhile
+        assert rollups.finish()
+        assert store.backlog_points == 1  # the write made while it ran waits for the next
+        assert rollups.write()
+        assert store.backlog_points == 0
+        counts = {
+            name: asyncio.run(store.count_points(metric.id))
+            for name in ("light", "heavy")
+            if (metric := asyncio.run(store.get_metric(name))) is not None
+        }
+        assert counts == {"light": 601, "heavy": ROLLUP_THREADED}
+    finally:
+        rollups.close()
+        store.dispose()
