@@ -218,3 +218,35 @@ def test_the_childs_rollups_run_aside_when_big_and_at_once_when_small(database_u
     finally:
         rollups.close()
         store.dispose()
+
+
+def test_a_rollup_that_fails_on_the_thread_keeps_its_writes(database_url: str) -> None:
+    import select
+    import sqlite3
+
+    from glowing_fiesta.aggregate import VALUES_TAG
+    from glowing_fiesta.storage.base import WriteItem
+    from glowing_fiesta.storage.process import ROLLUP_THREADED, _Rollups
+
+    store = SqlStorage(database_url)
+    rollups = _Rollups(store)
+    try:
+        item = batch("broken", MetricType.VALUE, points=ROLLUP_THREADED)
+        store.apply_now([WriteItem(item)], defer_rollups=True)
+        metric = asyncio.run(store.get_metric("broken"))
+        assert metric is not None
+        day = int(item.points[0].timestamp) // 86400 * 86400
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+            db.execute(  # a stored cell the merge refuses
+                "INSERT INTO rollups VALUES (?, 86400, ?, 1, 1.0, 1.0, 1.0, ?)",
+                (metric.id, day, bytes([VALUES_TAG, 1, 2])),
+            )
+        rollups.start()
+        assert rollups.running()
+        assert not rollups.finish()
+        assert store.backlog_points == ROLLUP_THREADED  # kept, to be tried again
+        assert not select.select([rollups.done], [], [], 0)[0]  # the loop will not spin
+        assert rollups.due_in() is not None  # tried again after a pause
+    finally:
+        rollups.close()
+        store.dispose()

@@ -315,10 +315,11 @@ class _Rollups:
         future, self._running = self._running, None
         if future is None:
             return True
+        # Its signal, sent once it is done whichever way (a byte left unread would keep
+        # `done` readable for ever): also how this waits for it.
+        self.done.recv(1)
         try:
-            prepared = future.result()
-            self.done.recv(1)  # its signal (the callback may send it just after `result`)
-            self.storage.write_roll_up(prepared)
+            self.storage.write_roll_up(future.result())
         except Exception:
             log.exception("rollup_write_failed")
             self.retry_at = time.monotonic() + _RETRY_SECONDS
