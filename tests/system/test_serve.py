@@ -165,3 +165,27 @@ def test_keep_alive_pipelined_and_head_requests_get_whole_responses(server: Serv
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         sock.sendall(get)
         assert _responses(sock, 1)[0].endswith(b'{"status":"ok"}')
+
+
+def test_a_client_gone_before_its_body_is_logged_without_a_traceback(
+    server: Server, gf_env: dict[str, str]
+) -> None:
+    key = cli(gf_env, "keys", "create", "gone").stdout.strip()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/metrics/counter HTTP/1.1\r\nHost: t\r\n"
+            b"Authorization: Bearer " + key.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            b'{"metric": "go'
+        )
+    assert server.log is not None
+    deadline = time.monotonic() + 10
+    while "client_disconnected" not in server.log.read_text():
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.05)
+    log = server.log.read_text()
+    assert "unhandled_error" not in log
+    assert "Traceback" not in log
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        r = http.get("/api/metrics/go", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 404  # nothing was written

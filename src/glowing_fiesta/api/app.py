@@ -9,6 +9,7 @@ from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,6 +85,7 @@ def create_app(services: Services, lifecycle: Lifecycle) -> Starlette:
         exception_handlers={
             GlowingFiestaError: errors.on_domain_error,
             HTTPException: errors.on_http_error,
+            ClientDisconnect: errors.on_client_gone,
             Exception: errors.on_unexpected,
         },
     )

@@ -99,6 +99,18 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(allowed)
 
 
+async def on_client_gone(request: Request, exc: Exception) -> Response:
+    """The client closed the connection before its request was whole (wrk does, at the
+    end of every run): nothing was written and nobody is left to answer. Not an error
+    of ours, so no traceback."""
+    log.info("client_disconnected", path=request.url.path)
+    return Response(
+        envelope("bad_request", "the connection closed before the request was complete"),
+        status_code=400,
+        media_type="application/json",
+    )
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled_error", path=request.url.path, exc_info=exc)
     return Response(
