@@ -35,7 +35,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -318,20 +318,16 @@ class _Rollups:
         # Its signal, sent once it is done whichever way (a byte left unread would keep
         # `done` readable for ever): also how this waits for it.
         self.done.recv(1)
-        try:
-            self.storage.write_roll_up(future.result())
-        except Exception:
-            log.exception("rollup_write_failed")
-            self.retry_at = time.monotonic() + _RETRY_SECONDS
-            return False
-        return True
+        return self._attempt(lambda: self.storage.write_roll_up(future.result()))
 
     def write(self) -> bool:
         """Write every deferred write's blocks and cells now."""
-        if not self.finish():
-            return False
+        return self.finish() and self._attempt(self.storage.roll_up_now)
+
+    def _attempt(self, rollup: Callable[[], int]) -> bool:
+        """Run `rollup`; if it fails, log it and try again after a pause."""
         try:
-            self.storage.roll_up_now()
+            rollup()
         except Exception:
             log.exception("rollup_write_failed")
             self.retry_at = time.monotonic() + _RETRY_SECONDS

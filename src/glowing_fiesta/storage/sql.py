@@ -429,9 +429,7 @@ class SqlStorage:
         if not mine:
             return 0
         points = rollup.Points.concat(mine)
-        self._write_blocks(conn, points)
-        self._write_rollups(conn, points)
-        self._touch_metrics(conn, points.last_times())
+        self._write_points(conn, points)
         for chunk in _chunks(sorted(present)):
             conn.execute(_FORGET_PENDING, {"ids": chunk})
         return len(points)
@@ -450,9 +448,7 @@ class SqlStorage:
         written = sum(len(p) for p in parts)
         if parts:
             points = rollup.Points.concat(parts)
-            self._write_blocks(conn, points)
-            self._write_rollups(conn, points)
-            self._touch_metrics(conn, points.last_times())
+            self._write_points(conn, points)
         for chunk in _chunks(sorted(pid for pid, _ in pending)):
             conn.execute(_FORGET_PENDING, {"ids": chunk})
         legacy = self._recover_legacy(conn)
@@ -551,9 +547,7 @@ class SqlStorage:
                 assert key is not None  # noqa: S101 - an INSERT always has one
                 deferred = _Deferred(key[0], points, time.monotonic())
             else:
-                self._write_blocks(conn, points)
-                self._write_rollups(conn, points)
-                self._touch_metrics(conn, points.last_times())
+                self._write_points(conn, points)
         return results, deferred, known
 
     def _metrics_for_write(self, conn: Connection, names: set[str]) -> dict[str, Metric]:
@@ -622,8 +616,11 @@ class SqlStorage:
                 out[row.name] = _metric(row)
         return out
 
-    def _write_blocks(self, conn: Connection, points: rollup.Points) -> None:
+    def _write_points(self, conn: Connection, points: rollup.Points) -> None:
+        """Blocks, cells and `last_point_at`: everything a write stores but its claims."""
         self._insert_blocks(conn, self._block_rows(points))
+        self._write_rollups(conn, points)
+        self._touch_metrics(conn, points.last_times())
 
     @staticmethod
     def _block_rows(points: rollup.Points) -> list[tuple[int, float, float, int, bytes]]:
