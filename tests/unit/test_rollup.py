@@ -709,7 +709,11 @@ def test_a_stored_sketch_with_a_changed_byte_is_read_like_the_reference_or_refus
         old = Cell.stored(count, total, low, high, bad)
     except ValueError:
         return  # the reference refuses it; refusing or reading it are both fine here
-    assert old.sketch is not None
+    if old.sketch is None:
+        # The change turned the tag into the exact-values tag and the rest parsed as
+        # values: a different summary, not a damaged sketch (found by hypothesis).
+        assert bad[0] == VALUES_TAG
+        return
     if old.sketch.count == 0 or (not old.sketch._positive and not old.sketch._negative):
         return  # an empty or all-zero sketch: see the tests below
     assert got is not None, "rows refused a stored sketch the reference reads"
