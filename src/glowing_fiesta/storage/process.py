@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import select
 import signal
 import socket
@@ -235,6 +236,14 @@ def _serve(sock: socket.socket) -> None:
     sys.setswitchinterval(SWITCH_SECONDS)
     from glowing_fiesta.logs import configure
     from glowing_fiesta.storage.sql import SqlStorage  # the parent's module imports us
+
+    # As in `serve` (bootstrap._calm_garbage_collector): what start-up loaded is moved
+    # out of the collector's sight, and young collections run every 50,000 allocations.
+    # Each write builds and frees thousands of objects by reference counting; at the
+    # default threshold, collections walked the rollup's live cells again and again.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
     with sock:
         config = _read(sock)
