@@ -364,7 +364,7 @@ def retention_run(dry_run: bool) -> None:
 
     report = _run(go())
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {report.raw_blocks} raw block(s) and {report.cells} rollup cell(s)")
+    click.echo(f"{verb} {report.raw_blocks} raw block(s) and {report.cells} rollup row(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -208,6 +208,41 @@ def test_retention_deletes_old_blocks_and_cells_in_chunks(store: SqlStorage) -> 
     assert len(run(store.read_cells(m.id, Resolution.DAY, 0, T0 * 2, sketches=False))) == 5
 
 
+def test_minute_cells_of_one_quarter_hour_written_apart_are_all_kept(store: SqlStorage) -> None:
+    """They share a stored row (a pack): each write rewrites it with the others' cells."""
+    for minute, v in ((3, 3.0), (0, 1.0), (3, 5.0), (14, 2.0), (15, 4.0)):
+        run(store.apply([WriteItem(batch(("q", V, v, T0 + 60 * minute + 1)))]))
+    m = run(store.get_metric("q"))
+    assert m is not None
+    got = run(store.read_cells(m.id, Resolution.MINUTE, T0, T0 + 3600, sketches=False))
+    assert [(t - T0, n, total) for t, n, total, *_ in got] == [
+        (0, 1, 1.0),
+        (180, 2, 8.0),
+        (840, 1, 2.0),
+        (900, 1, 4.0),
+    ]
+    got = run(store.read_cells(m.id, Resolution.MINUTE, T0 + 60, T0 + 900, sketches=True))
+    assert [(t - T0, Cell.stored(*c).max) for t, *c in got] == [(180, 5.0), (840, 2.0)]
+
+
+def test_minute_cells_go_a_quarter_hour_at_a_time(store: SqlStorage) -> None:
+    """Minute cells are stored a quarter-hour to a row: retention deletes a row once its
+    last minute is past the cutoff, so a minute cell may outlive it by up to 14 minutes."""
+    for minute in (0, 14, 15):
+        run(store.apply([WriteItem(batch(("p", C, 1, T0 + 60 * minute)))]))
+    m = run(store.get_metric("p"))
+    assert m is not None
+
+    def minutes() -> list[int]:
+        cells = run(store.read_cells(m.id, Resolution.MINUTE, 0, T0 * 2, sketches=False))
+        return [(t - T0) // 60 for t, *_ in cells]
+
+    assert run(store.delete_cells_before(Resolution.MINUTE, T0 + 899, 10)) == 0
+    assert run(store.count_expired(0, {Resolution.MINUTE: T0 + 900})) == (0, 1)
+    assert run(store.delete_cells_before(Resolution.MINUTE, T0 + 900, 10)) == 1
+    assert minutes() == [15]
+
+
 def test_models_and_migrations_agree(engine_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext

@@ -286,7 +286,7 @@ def retention(env: dict[str, str], *args: str) -> tuple[str, int, int]:
     assert out.endswith("\n")
     assert len(out.splitlines()) == 1, out
     m = re.fullmatch(
-        r"(would delete|deleted) (\d+) raw block\(s\) and (\d+) rollup cell\(s\)\n", out
+        r"(would delete|deleted) (\d+) raw block\(s\) and (\d+) rollup row\(s\)\n", out
     )
     assert m, out
     return m[1], int(m[2]), int(m[3])

@@ -119,12 +119,13 @@ class Storage(Protocol):
         """Forget up to `limit` batch-id claims made before `cutoff` (see `apply`)."""
 
     async def delete_cells_before(self, res: Resolution, cutoff: float, limit: int) -> int:
-        """Delete up to `limit` rollup cells of resolution `res` starting before `cutoff`."""
+        """Delete up to `limit` rollup rows of resolution `res` whose cells all start
+        before `cutoff` (a row of minute cells holds a quarter-hour's); the rows deleted."""
 
     async def count_expired(
         self, raw_cutoff: float, cell_cutoffs: dict[Resolution, float]
     ) -> tuple[int, int]:
-        """(raw blocks, rollup cells) that retention would delete with these cutoffs."""
+        """(raw blocks, rollup rows) that retention would delete with these cutoffs."""
 
     async def maintain(self) -> None:
         """Housekeeping the engine needs every second or so (SQLite: WAL checkpoints)."""

@@ -41,6 +41,18 @@ def upgrade(url: str, revision: str = "head") -> None:
         engine.dispose()
 
 
+def downgrade(url: str, revision: str) -> None:
+    """Take the schema back to `revision` (each migration's `downgrade`)."""
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            cfg = _config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
 def is_current(url: str) -> bool:
     """True when the database is at the newest migration."""
     engine = create_engine(driver_url(url), poolclass=NullPool)

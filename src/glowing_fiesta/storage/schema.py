@@ -2,7 +2,9 @@
 
 Raw points are stored in blocks (one row per metric, UTC day and write) holding packed
 arrays, because one row per point measured below the ingest goal on every engine.
-Rollups hold one row per metric, resolution and cell with what every aggregate needs.
+Rollups hold one row per metric, resolution and cell with what every aggregate needs,
+except minute cells: one row per metric and quarter-hour packs its minute cells
+(storage/cellpacks.py).
 Times are Unix seconds as doubles: one representation on every engine.
 """
 

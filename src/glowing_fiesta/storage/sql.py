@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from glowing_fiesta import rollup
 from glowing_fiesta.errors import Detail, TypeConflict, Unavailable, ValidationError
 from glowing_fiesta.model import ApiKey, Metric, MetricType, Resolution, Scope
-from glowing_fiesta.storage import blocks, dialects
+from glowing_fiesta.storage import blocks, cellpacks, dialects
 from glowing_fiesta.storage.base import CellRow, Read, StorageStats, WriteItem
 from glowing_fiesta.storage.process import WriteProcess
 from glowing_fiesta.storage.schema import (
@@ -360,7 +360,7 @@ class SqlStorage:
                 folded,
                 stored,
                 self._block_rows(points),
-                rollup.rows(points, folded, stored),
+                cellpacks.pack(rollup.rows(points, folded, stored), stored),
                 points.last_times(),
                 len(points),
             )
@@ -639,7 +639,7 @@ class SqlStorage:
         # Read-merge-write inside the write transaction: percentile data cannot be merged
         # by SQL arithmetic, and the transaction holds the write lock while we merge.
         stored = self._stored_cells(conn, folded)
-        self._upsert_cells(conn, rollup.rows(points, folded, stored))
+        self._upsert_cells(conn, cellpacks.pack(rollup.rows(points, folded, stored), stored))
 
     def _stored_cells(
         self, conn: Connection, folded: list[rollup.Folded]
@@ -647,10 +647,7 @@ class SqlStorage:
         """The stored cells among `folded`'s (and maybe others nearby), by key."""
         stored: dict[tuple[int, int, int], rollup.Stored] = {}
         for params in _existing_cells(folded):
-            for mid, res, start, count, total, low, high, summary in self._cells_in_range(
-                conn, params
-            ):
-                stored[(mid, res, start)] = (count, total, low, high, summary)
+            stored.update(cellpacks.unpack_stored(self._cells_in_range(conn, params)))
         return stored
 
     # -- metrics --------------------------------------------------------------------
@@ -767,8 +764,20 @@ class SqlStorage:
         *,
         sketches: bool,
     ) -> list[CellRow]:
-        params = {"mid": metric_id, "res": int(res), "lo": span[0], "hi": span[1]}
-        return self._read_cells[sketches](conn, params)
+        lo, hi = span
+        if int(res) not in cellpacks.PACKED:
+            params = {"mid": metric_id, "res": int(res), "lo": lo, "hi": hi}
+            return self._read_cells[sketches](conn, params)
+        # Packs, from the one that holds the first cell; their cells outside the span
+        # are dropped.
+        first = cellpacks.row_start(int(res), lo)
+        params = {"mid": metric_id, "res": int(res), "lo": first, "hi": hi}
+        out: list[CellRow] = []
+        for start, _, _, _, _, data in self._read_cells[True](conn, params):
+            for cell in cellpacks.decode(int(res), start, data, summaries=sketches):
+                if lo <= cell[0] < hi:
+                    out.append(cell)
+        return out
 
     # -- keys -----------------------------------------------------------------------
 
@@ -882,6 +891,7 @@ class SqlStorage:
         # bench's 3,000,000 points, and the four of them, though on a read connection,
         # held 1,000 single writes/s at up to 168 ms while they ran; the seeks take
         # milliseconds. The write transaction then deletes what was found by key.
+        bound = cellpacks.expired_before(int(res), cutoff)
         keys = await self._read(
             lambda conn: [
                 tuple(k)
@@ -890,7 +900,7 @@ class SqlStorage:
                     .where(
                         rollups.c.metric_id.in_(select(metrics.c.id)),
                         rollups.c.res == int(res),
-                        rollups.c.bucket < cutoff,
+                        rollups.c.bucket < bound,
                     )
                     .limit(limit)
                 )
@@ -905,7 +915,7 @@ class SqlStorage:
                 deleted += conn.execute(
                     delete(rollups).where(
                         rollups.c.res == int(res),
-                        rollups.c.bucket < cutoff,
+                        rollups.c.bucket < bound,
                         tuple_(rollups.c.metric_id, rollups.c.bucket).in_(chunk),
                     )
                 ).rowcount
@@ -931,7 +941,10 @@ class SqlStorage:
                     conn.scalar(
                         select(func.count())
                         .select_from(rollups)
-                        .where(rollups.c.res == int(res), rollups.c.bucket < cut)
+                        .where(
+                            rollups.c.res == int(res),
+                            rollups.c.bucket < cellpacks.expired_before(int(res), cut),
+                        )
                     )
                     or 0
                 )
@@ -1003,11 +1016,13 @@ def _existing_cells(folded: Iterable[rollup.Folded]) -> Iterable[dict[str, Any]]
     """
     for cells in folded:
         res = int(cells.res)
-        ordered = sorted(set(cells.start))
+        # Rows, not cells: a packed cell is read with its pack (see cellpacks).
+        step = cellpacks.PACKED.get(res, res)
+        ordered = sorted({cellpacks.row_start(res, s) for s in cells.start})
         lo = prev = ordered[0]
         runs = []
         for s in ordered[1:]:
-            if s - prev > _GAP * res:
+            if s - prev > _GAP * step:
                 runs.append((lo, prev))
                 lo = s
             prev = s

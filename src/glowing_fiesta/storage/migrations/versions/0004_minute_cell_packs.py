@@ -1,0 +1,81 @@
+"""Minute cells stored a quarter-hour to a row (see storage/cellpacks.py).
+
+The `rollups` rows of resolution 60 become packs: one row per metric and quarter-hour
+holding its minute cells. Rewritten metric by metric, so memory stays bounded by one
+metric's minute cells.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
+
+from glowing_fiesta.storage import cellpacks
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+_MINUTE = 60
+_rollups = sa.table(
+    "rollups",
+    sa.column("metric_id", sa.BigInteger()),
+    sa.column("res", sa.Integer()),
+    sa.column("bucket", sa.BigInteger()),
+    sa.column("count", sa.BigInteger()),
+    sa.column("sum", sa.Double()),
+    sa.column("min", sa.Double()),
+    sa.column("max", sa.Double()),
+    sa.column("sketch", sa.LargeBinary()),
+)
+_COLUMNS = ("metric_id", "res", "bucket", "count", "sum", "min", "max", "sketch")
+
+
+def _rewrite(convert: Any) -> None:
+    """Replace each metric's minute rows with `convert(metric_id, rows)`."""
+    conn = op.get_bind()
+    c = _rollups.c
+    mids = conn.scalars(sa.select(c.metric_id).where(c.res == _MINUTE).distinct()).all()
+    for mid in mids:
+        rows = conn.execute(
+            sa.select(c.bucket, c.count, c.sum, c.min, c.max, c.sketch)
+            .where(c.metric_id == mid, c.res == _MINUTE)
+            .order_by(c.bucket)
+        ).all()
+        new = [dict(zip(_COLUMNS, row, strict=True)) for row in convert(mid, rows)]
+        conn.execute(sa.delete(_rollups).where(c.metric_id == mid, c.res == _MINUTE))
+        if new:
+            conn.execute(sa.insert(_rollups), new)
+
+
+def _packed(mid: int, rows: Iterable[Any]) -> list[cellpacks.Row]:
+    stored = {
+        (mid, _MINUTE, int(bucket)): (int(n), float(s), float(lo), float(hi), bytes(sk))
+        for bucket, n, s, lo, hi, sk in rows
+    }
+    fresh = [(*key, *cell) for key, cell in stored.items()]
+    return cellpacks.pack(fresh, stored)
+
+
+def _unpacked(mid: int, rows: Iterable[Any]) -> list[cellpacks.Row]:
+    packs = [
+        (mid, _MINUTE, int(b), int(n), float(s), float(lo), float(hi), bytes(sk))
+        for b, n, s, lo, hi, sk in rows
+    ]
+    return [(*key, *cell) for key, cell in cellpacks.unpack_stored(packs)]
+
+
+def upgrade() -> None:
+    _rewrite(_packed)
+
+
+def downgrade() -> None:
+    _rewrite(_unpacked)
