@@ -225,18 +225,44 @@ def test_a_failed_rollup_keeps_its_backlog(
     assert day_counts(store, "kept") == [80]
 
 
-def test_retention_deleting_blocks_first_writes_their_waiting_cells(
+def test_retention_leaves_pending_writes_to_their_writer(
     open_store: Callable[[], SqlStorage],
 ) -> None:
-    """Cells outlive raw points; blocks deleted before their cells were written must
-    not take the cells with them, nor leave a backlog row naming deleted ids."""
+    """Expired points still pending are not blocks yet: retention leaves them to the
+    writer and deletes their blocks on its next pass; their cells outlive them."""
     store = open_store()
     for items in writes("aged", V, seed=9, n=2):
         store.apply_now(items, defer_rollups=True)
+    pending = backlog_rows(store)
+    assert asyncio.run(store.delete_points_before(T0 + DAY, 1000)) == 0
+    assert backlog_rows(store) == pending
+    assert store.roll_up_now() == (80 if store.can_defer_rollups else 0)
     assert asyncio.run(store.delete_points_before(T0 + DAY, 1000)) > 0
-    assert backlog_rows(store) == 0
-    assert store.roll_up_now() == 0  # written by retention's transaction
+    assert points(store, "aged") == []
     assert day_counts(store, "aged") == [80]
+
+
+def test_retention_writes_the_cells_of_blocks_a_0002_writer_left_first(
+    open_store: Callable[[], SqlStorage], database_url: str
+) -> None:
+    """That writer's backlog names blocks whose cells are not written: deleting those
+    blocks must not take the cells with them, nor leave a range naming deleted ids."""
+    store = open_store()
+    for items in writes("old", V, seed=16, n=2):
+        store.apply_now(items)
+    metric = asyncio.run(store.get_metric("old"))
+    assert metric is not None
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+        db.execute("DELETE FROM rollups WHERE metric_id = ?", (metric.id,))
+        first, last = db.execute(
+            "SELECT min(id), max(id) FROM metric_points WHERE metric_id = ?", (metric.id,)
+        ).fetchone()
+        db.execute("INSERT INTO rollup_backlog VALUES (?, ?)", (first, last))
+    assert asyncio.run(store.delete_points_before(T0 + DAY, 1000)) > 0
+    assert points(store, "old") == []
+    assert day_counts(store, "old") == [80]
+    with store._write_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(rollup_backlog)) == 0
 
 
 def test_cells_left_by_a_writer_of_migration_0002_are_written(
