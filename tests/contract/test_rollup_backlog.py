@@ -296,7 +296,8 @@ def test_writes_deferred_while_a_rollup_is_computed_wait_for_the_next(
     store = open_store()
     for items in writes("busy", C, seed=12, n=2):
         store.apply_now(items, defer_rollups=True)
-    prepared = store.prepare_roll_up(store.backlog_snapshot())  # the writer process's thread
+    # As the writer process's thread does it.
+    prepared = store.prepare_roll_up(store.backlog_snapshot(), store.rollup_seen)
     for items in writes("busy", C, seed=13, n=1):
         store.apply_now(items, defer_rollups=True)
     assert store.write_roll_up(prepared) == 80
@@ -314,7 +315,7 @@ def test_a_rollup_whose_cells_changed_meanwhile_is_computed_again(
         store.apply_now(items, defer_rollups=True)
     for items in writes("twin", V, seed=14, n=2):
         store.apply_now(items)
-    prepared = store.prepare_roll_up(store.backlog_snapshot())
+    prepared = store.prepare_roll_up(store.backlog_snapshot(), store.rollup_seen)
     for items in writes("mixed", V, seed=15, n=1):  # another process writes the same cells
         other.apply_now(items)
     for items in writes("twin", V, seed=15, n=1):
@@ -330,9 +331,29 @@ def test_a_rollup_of_writes_recovered_meanwhile_writes_nothing_twice(
     store, other = open_store(), open_store()
     for items in writes("taken", C, seed=16, n=2):
         store.apply_now(items, defer_rollups=True)
-    prepared = store.prepare_roll_up(store.backlog_snapshot())
+    prepared = store.prepare_roll_up(store.backlog_snapshot(), store.rollup_seen)
     assert other.recover_now() == 80
     assert store.write_roll_up(prepared) == 0
     assert store.backlog_points == 0
     assert day_counts(store, "taken") == [80]
     assert len(points(store, "taken")) == 80
+
+
+def test_a_rollup_whose_cells_its_own_writer_changed_meanwhile_is_computed_again(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    """Its own commits leave SQLite's data_version as it was: a write that stored cells
+    itself while the rollup was computed must still make it compute again."""
+    store = open_store()
+    for items in writes("own", V, seed=17, n=2):
+        store.apply_now(items, defer_rollups=True)
+    for items in writes("twin", V, seed=17, n=2):
+        store.apply_now(items)
+    prepared = store.prepare_roll_up(store.backlog_snapshot(), store.rollup_seen)
+    for items in writes("own", V, seed=18, n=1):
+        store.apply_now(items)  # its cells now, beside the backlog
+    for items in writes("twin", V, seed=18, n=1):
+        store.apply_now(items)
+    assert store.write_roll_up(prepared) == 80
+    assert cells(store, "own") == cells(store, "twin")
+    assert day_counts(store, "own") == [120]

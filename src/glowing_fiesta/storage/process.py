@@ -315,7 +315,11 @@ class _Rollups:
         if self.storage.backlog_points < ROLLUP_THREADED:
             self.write()
             return
-        future = self._pool.submit(self.storage.prepare_roll_up, self.storage.backlog_snapshot())
+        future = self._pool.submit(
+            self.storage.prepare_roll_up,
+            self.storage.backlog_snapshot(),
+            self.storage.rollup_seen,
+        )
         future.add_done_callback(lambda _: self._signal.send(b"."))
         self._running = future
 

@@ -107,6 +107,7 @@ class PreparedRollup:
     cells: list[rollup.Row]
     last_times: dict[int, float]
     points: int
+    seen: object = None  # `SqlStorage.rollup_seen` when it was asked for
 
 
 def _metric(row: Any) -> Metric:
@@ -198,26 +199,33 @@ class SqlStorage:
         self._data_version = dialects.data_version_sql(self._write_engine)
         self._metric_cache: dict[str, Metric] = {}
         self._metric_cache_version: object = None
+        self._seen_version: tuple[object, object] | None = None
+        self._rewrites = 0  # see `rollup_seen`
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _write_now(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` in one transaction on the calling thread.
+    def _write_now(self, fn: Callable[[Connection], T], *, pending_only: bool = False) -> T:
+        """Run `fn` in one transaction on the calling thread. `pending_only`: it writes
+        no blocks or cells and deletes no pending rows (see `rollup_seen`).
 
         A transaction chosen as a deadlock victim (two workers writing overlapping
         metrics on a server engine) is rolled back whole, so running it again is safe.
         """
-        for attempt in range(_RETRIES):
-            try:
-                with self._write_engine.begin() as conn:
-                    result = _discarding_on_error(conn, fn)
-                dialects.bound_wal(self._write_engine)
-                return result
-            except DBAPIError as exc:
-                if attempt == _RETRIES - 1 or not dialects.is_retryable(exc):
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            for attempt in range(_RETRIES):
+                try:
+                    with self._write_engine.begin() as conn:
+                        result = _discarding_on_error(conn, fn)
+                    dialects.bound_wal(self._write_engine)
+                    return result
+                except DBAPIError as exc:
+                    if attempt == _RETRIES - 1 or not dialects.is_retryable(exc):
+                        raise
+                    time.sleep(0.01 * (attempt + 1))
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if not pending_only:
+                self._rewrites += 1
 
     async def _write(self, fn: Callable[[Connection], T]) -> T:
         """`_write_now` on the writer thread."""
@@ -315,7 +323,7 @@ class SqlStorage:
         """
         defer = defer_rollups and self.can_defer_rollups
         results, deferred, metrics = self._write_now(
-            lambda conn: self._apply(conn, items, defer=defer)
+            lambda conn: self._apply(conn, items, defer=defer), pending_only=defer
         )
         self._remember(metrics)
         if deferred is not None:
@@ -340,17 +348,29 @@ class SqlStorage:
         """The writes deferred so far, for `prepare_roll_up`."""
         return list(self._backlog)
 
-    def prepare_roll_up(self, backlog: list[_Deferred]) -> PreparedRollup:
+    @property
+    def rollup_seen(self) -> object:
+        """What this writer knows of the database's blocks, cells and pending rows: the
+        commits of other connections its connection has seen (SQLite's `data_version`,
+        as of its last write) and the count of its own transactions that could change
+        them. Equal later, nothing a rollup prepared in between read has changed; None
+        where the engine cannot tell."""
+        if self._seen_version is None:
+            return None
+        return (*self._seen_version, self._rewrites)
+
+    def prepare_roll_up(self, backlog: list[_Deferred], seen: object = None) -> PreparedRollup:
         """The blocks and cells of `backlog`'s writes, computed on a read connection:
         safe on another thread while the writer goes on committing writes, which is what
         it is for (the writer process's rollups took ~140 ms, every write waiting).
-        `write_roll_up` writes the result."""
+        `write_roll_up` writes the result. `seen`: `rollup_seen`, read before this
+        started, on the writer's thread."""
 
         def run(conn: Connection) -> PreparedRollup:
             present = self._present(conn, backlog)
             mine = [d.points for d in backlog if d.id in present]
             if not mine:
-                return PreparedRollup(backlog, present, [], {}, [], [], {}, 0)
+                return PreparedRollup(backlog, present, [], {}, [], [], {}, 0, seen)
             points = rollup.Points.concat(mine)
             folded = rollup.fold(points)
             stored = self._stored_cells(conn, folded)
@@ -363,6 +383,7 @@ class SqlStorage:
                 cellpacks.pack(rollup.rows(points, folded, stored), stored),
                 points.last_times(),
                 len(points),
+                seen,
             )
 
         with self._read_engine.connect() as conn:
@@ -376,7 +397,14 @@ class SqlStorage:
         kept."""
 
         def run(conn: Connection) -> int:
-            if (
+            # Reading them all again was a tenth of the writer process's loop; when the
+            # writer has seen no other commit and made none of its own that could change
+            # them since the rollup began, they are as it read them.
+            unchanged = prepared.seen is not None and prepared.seen == (
+                *self._version(conn),
+                self._rewrites,
+            )
+            if not unchanged and (
                 self._present(conn, prepared.backlog) != prepared.present
                 or self._stored_cells(conn, prepared.folded) != prepared.stored
             ):
@@ -492,23 +520,24 @@ class SqlStorage:
         mine = self._claim_batches(conn, [i.batch.batch_id for i in items if i.dedupe], now)
         todo = [k for k, item in enumerate(items) if not item.dedupe or item.batch.batch_id in mine]
 
-        names = {p.metric for k in todo for p in items[k].batch.points}
-        known = self._metrics_for_write(conn, names)
+        # Each batch's distinct (name, type) pairs, in one pass over its points: the
+        # checks below are per pair (there were four passes over the points).
+        pairs = {k: {(p.metric, p.type) for p in items[k].batch.points} for k in todo}
+        known = self._metrics_for_write(conn, {name for k in todo for name, _ in pairs[k]})
         # Decide types in arrival order, so that the first accepted batch that mentions
         # a new metric fixes its type and later batches are checked against it.
         types = {name: m.type for name, m in known.items()}
         accepted: list[int] = []
         for k in todo:
-            conflict = _conflict(items[k], types)
-            if conflict is not None:
-                results[k] = conflict
+            if any(types.get(name, kind) is not kind for name, kind in pairs[k]):
+                results[k] = _conflict(items[k], types)
                 continue
-            for p in items[k].batch.points:
-                types.setdefault(p.metric, p.type)
+            for name, kind in pairs[k]:
+                types.setdefault(name, kind)
             accepted.append(k)
 
         # Sorted, so that concurrent writers take unique-index locks in one order.
-        new = sorted({p.metric for k in accepted for p in items[k].batch.points} - known.keys())
+        new = sorted({name for k in accepted for name, _ in pairs[k]} - known.keys())
         if new:
             known.update(self._create_metrics(conn, {n: types[n] for n in new}, now))
             # Another process may have created one of them first with the other type.
@@ -523,14 +552,11 @@ class SqlStorage:
                         survivors.append(k)
                 accepted = survivors
 
-        metric_ids: list[int] = []
-        times: list[float] = []
-        values: list[float] = []
-        for k in accepted:
-            for p in items[k].batch.points:
-                metric_ids.append(known[p.metric].id)
-                times.append(p.timestamp)
-                values.append(p.value)
+        ids = {name: m.id for name, m in known.items()}
+        batches = [items[k].batch.points for k in accepted]
+        metric_ids = [ids[p.metric] for points in batches for p in points]
+        times = [p.timestamp for points in batches for p in points]
+        values = [p.value for points in batches for p in points]
         deferred = None
         if metric_ids:
             points = rollup.Points.of(metric_ids, times, values)
@@ -560,7 +586,7 @@ class SqlStorage:
         """
         if self._data_version is None:
             return self._metrics_by_name(conn, names)
-        version = conn.exec_driver_sql(self._data_version).scalar()
+        version = self._seen_version = self._version(conn)
         if version != self._metric_cache_version:
             self._metric_cache.clear()
             self._metric_cache_version = version
@@ -569,6 +595,12 @@ class SqlStorage:
         if len(known) < len(names):
             known.update(self._metrics_by_name(conn, names - known.keys()))
         return known
+
+    def _version(self, conn: Connection) -> tuple[object, object]:
+        """The writer connection's `data_version`, with the connection it counts for (a
+        new connection counts from scratch)."""
+        assert self._data_version is not None  # noqa: S101 - SQLite only
+        return conn.connection.dbapi_connection, conn.exec_driver_sql(self._data_version).scalar()
 
     def _remember(self, metrics: dict[str, Metric]) -> None:
         """After a commit: the metrics it read or created, for `_metrics_for_write`."""
