@@ -242,6 +242,17 @@ def test_retention_leaves_pending_writes_to_their_writer(
     assert day_counts(store, "aged") == [80]
 
 
+def leave_as_a_0002_writer(database_url: str, metric_id: int) -> None:
+    """The metric's cells gone and its blocks named in `rollup_backlog`: what a writer of
+    migration 0002 left when it stopped with cells waiting."""
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+        db.execute("DELETE FROM rollups WHERE metric_id = ?", (metric_id,))
+        first, last = db.execute(
+            "SELECT min(id), max(id) FROM metric_points WHERE metric_id = ?", (metric_id,)
+        ).fetchone()
+        db.execute("INSERT INTO rollup_backlog VALUES (?, ?)", (first, last))
+
+
 def test_retention_writes_the_cells_of_blocks_a_0002_writer_left_first(
     open_store: Callable[[], SqlStorage], database_url: str
 ) -> None:
@@ -252,12 +263,7 @@ def test_retention_writes_the_cells_of_blocks_a_0002_writer_left_first(
         store.apply_now(items)
     metric = asyncio.run(store.get_metric("old"))
     assert metric is not None
-    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
-        db.execute("DELETE FROM rollups WHERE metric_id = ?", (metric.id,))
-        first, last = db.execute(
-            "SELECT min(id), max(id) FROM metric_points WHERE metric_id = ?", (metric.id,)
-        ).fetchone()
-        db.execute("INSERT INTO rollup_backlog VALUES (?, ?)", (first, last))
+    leave_as_a_0002_writer(database_url, metric.id)
     assert asyncio.run(store.delete_points_before(T0 + DAY, 1000)) > 0
     assert points(store, "old") == []
     assert day_counts(store, "old") == [80]
@@ -277,12 +283,7 @@ def test_cells_left_by_a_writer_of_migration_0002_are_written(
         store.apply_now(items)
     metric = asyncio.run(store.get_metric("old"))
     assert metric is not None
-    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
-        db.execute("DELETE FROM rollups WHERE metric_id = ?", (metric.id,))
-        first, last = db.execute(
-            "SELECT min(id), max(id) FROM metric_points WHERE metric_id = ?", (metric.id,)
-        ).fetchone()
-        db.execute("INSERT INTO rollup_backlog VALUES (?, ?)", (first, last))
+    leave_as_a_0002_writer(database_url, metric.id)
     assert day_counts(store, "old") == []
     assert store.recover_now() == 80
     assert cells(store, "old") == cells(store, "twin")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -31,24 +32,22 @@ def _prepare(url: str) -> None:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema to `revision`; safe to run on an up-to-date database."""
     _prepare(url)
-    engine = create_engine(driver_url(url), poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            cfg = _config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    finally:
-        engine.dispose()
+    _run(url, command.upgrade, revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Take the schema back to `revision` (each migration's `downgrade`)."""
+    _run(url, command.downgrade, revision)
+
+
+def _run(url: str, step: Callable[[Config, str], None], revision: str) -> None:
+    """An Alembic command in one transaction on the database `url` names."""
     engine = create_engine(driver_url(url), poolclass=NullPool)
     try:
         with engine.begin() as conn:
             cfg = _config()
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
+            step(cfg, revision)
     finally:
         engine.dispose()
 
