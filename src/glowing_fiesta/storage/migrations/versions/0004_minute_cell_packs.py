@@ -11,7 +11,7 @@ Create Date: 2026-11-30
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,7 +39,7 @@ _rollups = sa.table(
 _COLUMNS = ("metric_id", "res", "bucket", "count", "sum", "min", "max", "sketch")
 
 
-def _rewrite(convert: Any) -> None:
+def _rewrite(convert: Callable[[int, Sequence[Any]], list[cellpacks.Row]]) -> None:
     """Replace each metric's minute rows with `convert(metric_id, rows)`."""
     conn = op.get_bind()
     c = _rollups.c
@@ -56,7 +56,7 @@ def _rewrite(convert: Any) -> None:
             conn.execute(sa.insert(_rollups), new)
 
 
-def _packed(mid: int, rows: Iterable[Any]) -> list[cellpacks.Row]:
+def _packed(mid: int, rows: Sequence[Any]) -> list[cellpacks.Row]:
     stored = {
         (mid, _MINUTE, int(bucket)): (int(n), float(s), float(lo), float(hi), bytes(sk))
         for bucket, n, s, lo, hi, sk in rows
@@ -65,7 +65,7 @@ def _packed(mid: int, rows: Iterable[Any]) -> list[cellpacks.Row]:
     return cellpacks.pack(fresh, stored)
 
 
-def _unpacked(mid: int, rows: Iterable[Any]) -> list[cellpacks.Row]:
+def _unpacked(mid: int, rows: Sequence[Any]) -> list[cellpacks.Row]:
     packs = [
         (mid, _MINUTE, int(b), int(n), float(s), float(lo), float(hi), bytes(sk))
         for b, n, s, lo, hi, sk in rows
