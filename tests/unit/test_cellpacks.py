@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from glowing_fiesta.rollup import Stored
 from glowing_fiesta.storage import cellpacks
 
 M = 60
@@ -23,7 +24,7 @@ cell = st.tuples(
 
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.integers(0, Q // M - 1), cell, min_size=1))
-def test_a_pack_gives_back_its_cells_in_order(cells: dict[int, cellpacks.Cell]) -> None:
+def test_a_pack_gives_back_its_cells_in_order(cells: dict[int, Stored]) -> None:
     by_start = {T + i * M: c for i, c in cells.items()}
     count, _, low, high, data = cellpacks.encode(M, T, by_start)
     assert count == sum(c[0] for c in cells.values())

@@ -24,14 +24,11 @@ import struct
 from collections.abc import Iterable, Mapping
 
 from glowing_fiesta.model import Resolution
+from glowing_fiesta.rollup import Row
+from glowing_fiesta.rollup import Stored as Cell
 
 # Stored resolution -> the span of one row, in seconds.
 PACKED: dict[int, int] = {int(Resolution.MINUTE): 900}
-
-# A cell as the writer merges it: (count, sum, min, max, summary).
-Cell = tuple[int, float, float, float, bytes]
-# A cell row: (metric_id, res, start, count, sum, min, max, summary).
-Row = tuple[int, int, int, int, float, float, float, bytes]
 
 _VERSION = 1
 _HEAD = struct.Struct("<BB")

@@ -1053,9 +1053,10 @@ def _existing_cells(folded: Iterable[rollup.Folded]) -> Iterable[dict[str, Any]]
     """
     for cells in folded:
         res = int(cells.res)
-        # Rows, not cells: a packed cell is read with its pack (see cellpacks).
+        # Rows, not cells: a packed cell is read with its pack (see cellpacks). Starts
+        # are multiples of `res`, so this leaves unpacked ones as they are.
         step = cellpacks.PACKED.get(res, res)
-        ordered = sorted({cellpacks.row_start(res, s) for s in cells.start})
+        ordered = sorted({s - s % step for s in cells.start})
         lo = prev = ordered[0]
         runs = []
         for s in ordered[1:]:

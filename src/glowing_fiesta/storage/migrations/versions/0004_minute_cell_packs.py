@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from glowing_fiesta import rollup
 from glowing_fiesta.storage import cellpacks
 
 revision = "0004"
@@ -39,7 +40,7 @@ _rollups = sa.table(
 _COLUMNS = ("metric_id", "res", "bucket", "count", "sum", "min", "max", "sketch")
 
 
-def _rewrite(convert: Callable[[int, Sequence[Any]], list[cellpacks.Row]]) -> None:
+def _rewrite(convert: Callable[[int, Sequence[Any]], list[rollup.Row]]) -> None:
     """Replace each metric's minute rows with `convert(metric_id, rows)`."""
     conn = op.get_bind()
     c = _rollups.c
@@ -56,7 +57,7 @@ def _rewrite(convert: Callable[[int, Sequence[Any]], list[cellpacks.Row]]) -> No
             conn.execute(sa.insert(_rollups), new)
 
 
-def _packed(mid: int, rows: Sequence[Any]) -> list[cellpacks.Row]:
+def _packed(mid: int, rows: Sequence[Any]) -> list[rollup.Row]:
     stored = {
         (mid, _MINUTE, int(bucket)): (int(n), float(s), float(lo), float(hi), bytes(sk))
         for bucket, n, s, lo, hi, sk in rows
@@ -65,7 +66,7 @@ def _packed(mid: int, rows: Sequence[Any]) -> list[cellpacks.Row]:
     return cellpacks.pack(fresh, stored)
 
 
-def _unpacked(mid: int, rows: Sequence[Any]) -> list[cellpacks.Row]:
+def _unpacked(mid: int, rows: Sequence[Any]) -> list[rollup.Row]:
     packs = [
         (mid, _MINUTE, int(b), int(n), float(s), float(lo), float(hi), bytes(sk))
         for b, n, s, lo, hi, sk in rows
