@@ -111,14 +111,9 @@ class PreparedRollup:
 
 
 def _metric(row: Any) -> Metric:
-    return Metric(
-        id=row.id,
-        name=row.name,
-        type=MetricType(row.type),
-        stat_key=row.stat_key,
-        created_at=row.created_at,
-        last_point_at=row.last_point_at,
-    )
+    """A `metrics` row, selected whole (a SQLAlchemy row or a plain tuple), by position."""
+    mid, name, mtype, stat_key, created_at, last_point_at = row
+    return Metric(mid, name, MetricType(mtype), stat_key, created_at, last_point_at)
 
 
 def _key(row: Any) -> ApiKey:
@@ -158,6 +153,9 @@ class SqlStorage:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gf-writer")
         self._insert_blocks = dialects.execute_many(
             self._write_engine, metric_points, ["metric_id", "t_min", "t_max", "n", "data"]
+        )
+        self._metric_named = dialects.fetch_all(
+            self._read_engine, select(metrics).where(metrics.c.name == bindparam("name"))
         )
         self._read_cells = {
             sketches: dialects.fetch_all(
@@ -688,8 +686,8 @@ class SqlStorage:
         await self._settle()
 
         def run(conn: Connection) -> Metric | None:
-            row = conn.execute(select(metrics).where(metrics.c.name == name)).first()
-            return _metric(row) if row else None
+            found = self._metric_named(conn, {"name": name})
+            return _metric(found[0]) if found else None
 
         return await self._read(run)
 
@@ -769,10 +767,10 @@ class SqlStorage:
         # One thread hop and one connection for the whole query: a day of minutes
         # measured four (metric, two sub-minute edges, cells), ~0.3 ms each.
         def run(conn: Connection) -> tuple[Metric | None, list[list[Any]]]:
-            row = conn.execute(select(metrics).where(metrics.c.name == name)).first()
-            if row is None:
+            found = self._metric_named(conn, {"name": name})
+            if not found:
                 return None, []
-            metric = _metric(row)
+            metric = _metric(found[0])
             out: list[list[Any]] = []
             for res, start, end in spans:
                 if res is None:
@@ -800,15 +798,18 @@ class SqlStorage:
         if int(res) not in cellpacks.PACKED:
             params = {"mid": metric_id, "res": int(res), "lo": lo, "hi": hi}
             return self._read_cells[sketches](conn, params)
-        # Packs, from the one that holds the first cell; their cells outside the span
-        # are dropped.
+        # Packs, from the one that holds the first cell; cells outside the span are
+        # dropped, which only the packs at its two ends can hold.
         first = cellpacks.row_start(int(res), lo)
+        width = cellpacks.PACKED[int(res)]
         params = {"mid": metric_id, "res": int(res), "lo": first, "hi": hi}
         out: list[CellRow] = []
         for start, _, _, _, _, data in self._read_cells[True](conn, params):
-            for cell in cellpacks.decode(int(res), start, data, summaries=sketches):
-                if lo <= cell[0] < hi:
-                    out.append(cell)
+            cells = cellpacks.decode(int(res), start, data, summaries=sketches)
+            if lo <= start and start + width <= hi:
+                out.extend(cells)
+            else:
+                out.extend(cell for cell in cells if lo <= cell[0] < hi)
         return out
 
     # -- keys -----------------------------------------------------------------------
