@@ -47,6 +47,7 @@ def test_bench_runs_a_tiny_workload_and_reports_every_figure(
         "server_peak_rss_mb",
         "single_max_req_per_s",
         "open_loop_p99_ms",
+        "open_loop_client_late_ms",
         "query_7d_hour_median_ms",
         "query_1d_minute_median_ms",
         "query_7d_hour_p99_median_ms",
