@@ -182,28 +182,40 @@ def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settin
     assert asyncio.run(scenario()) == 20 * 600
 
 
-def test_the_childs_rollups_run_aside_when_big_and_at_once_when_small(database_url: str) -> None:
-    """A small backlog is written at once, so that light loads go back to one commit per
-    write; a big one is computed on the rollup thread while writes go on."""
+def test_a_lone_small_write_keeps_its_cells_and_grouped_or_big_ones_wait(
+    database_url: str,
+) -> None:
     from glowing_fiesta.storage.base import WriteItem
-    from glowing_fiesta.storage.process import ROLLUP_THREADED, _defer, _Rollups
+    from glowing_fiesta.storage.process import ROLLUP_AT_ONCE, _defer
+
+    store = SqlStorage(database_url)
+    try:
+        one = [WriteItem(batch("light"))]
+        assert not _defer(store, one)  # nothing waits: a lone write keeps its cells
+        assert not _defer(store, [WriteItem(batch("light", points=ROLLUP_AT_ONCE))])
+        assert _defer(store, [WriteItem(batch("light", points=ROLLUP_AT_ONCE + 1))])
+        two = [WriteItem(batch("light")), WriteItem(batch("light"))]
+        assert _defer(store, two)  # writes queued together: their cells wait
+        store.apply_now(two, defer_rollups=True)
+        assert store.backlog_points == 2
+        assert _defer(store, one)  # something waits: so does the next write
+    finally:
+        store.dispose()
+
+
+def test_the_childs_rollups_run_aside_while_writes_go_on(database_url: str) -> None:
+    from glowing_fiesta.storage.base import WriteItem
+    from glowing_fiesta.storage.process import _defer, _Rollups
 
     store = SqlStorage(database_url)
     rollups = _Rollups(store)
     try:
-        small = [WriteItem(batch("light", points=600))]
-        store.apply_now(small, defer_rollups=_defer(store, small))
-        assert store.backlog_points == 600
-        rollups.start()
-        assert not rollups.running()
-        assert store.backlog_points == 0
-        one = [WriteItem(batch("light"))]
-        assert not _defer(store, one)  # nothing waits: a single write keeps its cells
-
-        big = [WriteItem(batch("heavy", points=ROLLUP_THREADED))]
-        store.apply_now(big, defer_rollups=True)
+        grouped = [WriteItem(batch("light")), WriteItem(batch("heavy", points=600))]
+        store.apply_now(grouped, defer_rollups=_defer(store, grouped))
+        assert store.backlog_points == 601
         rollups.start()
         assert rollups.running()
+        one = [WriteItem(batch("light"))]
         store.apply_now(one, defer_rollups=_defer(store, one))  # goes on meanwhile
         assert rollups.finish()
         assert store.backlog_points == 1  # the write made while it ran waits for the next
@@ -214,7 +226,8 @@ def test_the_childs_rollups_run_aside_when_big_and_at_once_when_small(database_u
             for name in ("light", "heavy")
             if (metric := asyncio.run(store.get_metric(name))) is not None
         }
-        assert counts == {"light": 601, "heavy": ROLLUP_THREADED}
+        assert counts == {"light": 2, "heavy": 600}
+        assert asyncio.run(day_count(store, "light")) == 2
     finally:
         rollups.close()
         store.dispose()
@@ -226,12 +239,12 @@ def test_a_rollup_that_fails_on_the_thread_keeps_its_writes(database_url: str) -
 
     from glowing_fiesta.aggregate import VALUES_TAG
     from glowing_fiesta.storage.base import WriteItem
-    from glowing_fiesta.storage.process import ROLLUP_THREADED, _Rollups
+    from glowing_fiesta.storage.process import _Rollups
 
     store = SqlStorage(database_url)
     rollups = _Rollups(store)
     try:
-        item = batch("broken", MetricType.VALUE, points=ROLLUP_THREADED)
+        item = batch("broken", MetricType.VALUE, points=600)
         store.apply_now([WriteItem(item)], defer_rollups=True)
         metric = asyncio.run(store.get_metric("broken"))
         assert metric is not None
@@ -244,7 +257,7 @@ def test_a_rollup_that_fails_on_the_thread_keeps_its_writes(database_url: str) -
         rollups.start()
         assert rollups.running()
         assert not rollups.finish()
-        assert store.backlog_points == ROLLUP_THREADED  # kept, to be tried again
+        assert store.backlog_points == 600  # kept, to be tried again
         assert not select.select([rollups.done], [], [], 0)[0]  # the loop will not spin
         assert rollups.due_in() is not None  # tried again after a pause
     finally:

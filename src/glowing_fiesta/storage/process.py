@@ -58,22 +58,17 @@ _STOP_SECONDS = 30.0
 # a query never waits for this (it flushes), only the next write does.
 ROLLUP_POINTS = 50_000
 ROLLUP_SECONDS = 0.25
-# A write of at most this many points, with nothing deferred, writes its cells in its
-# own transaction, as on server engines. A few points have about one cell each, so
-# gathering them saves nothing, while a second commit per write costs WAL pages: under
-# 1,000 single writes/s the WAL grew ~40% faster with every write split in two, and its
-# restarts (tens of ms, every write waiting) came that much more often.
+# A write of at most this many points, alone (not grouped with others) and with nothing
+# deferred, writes its cells in its own transaction, as on server engines. A few points
+# have about one cell each, so gathering them saves nothing, while a second commit per
+# write costs WAL pages: under 1,000 single writes/s the WAL grew ~40% faster with every
+# write split in two, and its restarts (tens of ms, every write waiting) came that much
+# more often.
 ROLLUP_AT_ONCE = 500
 # While a rollup is being computed, writes go on; past this many points waiting the
 # child stops taking writes until it is written, so the backlog (in memory and in the
 # pending table) stays bounded when writes outrun rollups.
 ROLLUP_LIMIT = 4 * ROLLUP_POINTS
-# A rollup of fewer points is written at once, on the loop, as before there was a
-# thread: the backlog then empties, and later small writes go back to writing their
-# own cells (ROLLUP_AT_ONCE). With every rollup on the thread, writes arriving while it
-# ran kept the backlog from ever emptying, so light loads stayed deferred: 1,000 single
-# writes/s had p99s of 19-35 ms against 7-10 ms.
-ROLLUP_THREADED = 10_000
 _RETRY_SECONDS = 1.0
 # The child's GIL switch interval. A write's transaction gives up the GIL in every
 # SQLite call; with the default 5 ms, each time it could wait that long for the rollup
@@ -310,11 +305,7 @@ class _Rollups:
         return due - time.monotonic()
 
     def start(self) -> None:
-        """Start computing the rollup of every write deferred so far (or, when they are
-        few, write it)."""
-        if self.storage.backlog_points < ROLLUP_THREADED:
-            self.write()
-            return
+        """Start computing the rollup of every write deferred so far."""
         future = self._pool.submit(
             self.storage.prepare_roll_up,
             self.storage.backlog_snapshot(),
@@ -365,10 +356,17 @@ class _Rollups:
 
 
 def _defer(storage: SqlStorage, items: list[WriteItem]) -> bool:
-    """Whether this write's cells wait to be written with others'."""
+    """Whether this write's cells wait to be written with others': while others wait,
+    for a big write, and for writes the parent grouped (a group means writes queue).
+
+    A small write's own cells cost the writer ~3 ms on a slow machine (the day, hour and
+    quarter-hour sketches merged and encoded again), so under 1,000 single writes/s
+    groups formed and every commit paid it. Gathering the cells of grouped writes on the
+    rollup thread, in alternating bench runs: open-loop p50 5.9-16.9 -> 2.7-6.1 ms, p99
+    median of eight 31.5 -> 25.4 ms (docs/performance.md has every run)."""
     if not storage.can_defer_rollups:
         return False
-    if storage.backlog_points:
+    if storage.backlog_points or len(items) > 1:
         return True
     return sum(len(item.batch.points) for item in items) > ROLLUP_AT_ONCE
 
