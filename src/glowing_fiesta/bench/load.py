@@ -282,6 +282,7 @@ async def open_loop(
         running: set[asyncio.Task[None]] = set()
         # The client's own collector paused it for tens of ms at a time. Reference
         # counting frees a run's garbage; the few cycles it leaves wait for the end.
+        collecting = gc.isenabled()
         gc.collect()
         gc.disable()
         try:
@@ -299,7 +300,8 @@ async def open_loop(
             await asyncio.gather(*running)
             elapsed = time.perf_counter() - started
         finally:
-            gc.enable()
+            if collecting:
+                gc.enable()
     latencies.sort()
     return Latency(
         total,
