@@ -378,7 +378,7 @@ class SqlStorage:
                 folded,
                 stored,
                 self._block_rows(points),
-                cellpacks.pack(rollup.rows(points, folded, stored), stored),
+                _cell_rows(points, folded, stored),
                 points.last_times(),
                 len(points),
                 seen,
@@ -669,7 +669,7 @@ class SqlStorage:
         # Read-merge-write inside the write transaction: percentile data cannot be merged
         # by SQL arithmetic, and the transaction holds the write lock while we merge.
         stored = self._stored_cells(conn, folded)
-        self._upsert_cells(conn, cellpacks.pack(rollup.rows(points, folded, stored), stored))
+        self._upsert_cells(conn, _cell_rows(points, folded, stored))
 
     def _stored_cells(
         self, conn: Connection, folded: list[rollup.Folded]
@@ -1040,6 +1040,16 @@ def _discarding_on_error(conn: Connection, fn: Callable[[Connection], T]) -> T:
 
 
 _GAP = 32  # cells; a longer run of untouched cells splits a range read in two
+
+
+def _cell_rows(
+    points: rollup.Points,
+    folded: list[rollup.Folded],
+    stored: dict[tuple[int, int, int], rollup.Stored],
+) -> list[rollup.Row]:
+    """The rows to upsert for `points` merged into the `stored` cells, minute cells in
+    their packs."""
+    return cellpacks.pack(rollup.rows(points, folded, stored), stored)
 
 
 def _existing_cells(folded: Iterable[rollup.Folded]) -> Iterable[dict[str, Any]]:
