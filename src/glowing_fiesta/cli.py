@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 from collections.abc import Coroutine
@@ -42,6 +43,23 @@ def _ensure_schema(settings: Settings) -> None:
     migrate.upgrade(settings.database_url)
 
 
+def _ensure_schema_aside(settings: Settings) -> None:
+    """`_ensure_schema` in a child process, for the commands that run for weeks: Alembic
+    and the migration scripts, once imported, stay resident (~11 MB of `serve`'s memory,
+    measured), while a child gives them back when it exits."""
+    done = subprocess.run(
+        [sys.executable, "-m", "glowing_fiesta.storage.migrate"],
+        input=settings.database_url,
+        text=True,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        reason = lines[-1]
+        raise click.ClickException(f"could not bring the database to the newest schema: {reason}")
+
+
 @click.group()
 @click.version_option(package_name="glowing-fiesta")
 def main() -> None:
@@ -67,7 +85,7 @@ def serve(host: str, port: int, workers: int, access_log: bool) -> None:
 
     settings = _settings()
     configure(settings.log_level, settings.log_format)
-    _ensure_schema(settings)
+    _ensure_schema_aside(settings)
     if workers > 1 and not settings.redis_url:
         click.echo(
             "warning: without GF_REDIS_URL each server process keeps its own rate limit counts",
@@ -110,7 +128,7 @@ def worker(metrics_port: int, metrics_host: str) -> None:
             "`serve` writes by itself)"
         )
     configure(settings.log_level, settings.log_format)
-    _ensure_schema(settings)
+    _ensure_schema_aside(settings)
 
     async def go() -> None:
         stop = asyncio.Event()

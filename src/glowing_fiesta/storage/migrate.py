@@ -1,7 +1,11 @@
-"""Apply schema migrations (Alembic) to the database a URL names."""
+"""Apply schema migrations (Alembic) to the database a URL names.
+
+`python -m glowing_fiesta.storage.migrate` upgrades the database whose URL it reads on
+standard input (not the command line, where other users could read a password)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,3 +65,17 @@ def is_current(url: str) -> bool:
     finally:
         engine.dispose()
     return current == ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def _main() -> int:
+    try:
+        upgrade(sys.stdin.read().strip())
+    except Exception as exc:  # the parent shows this line as the reason
+        lines = str(exc).strip().splitlines()
+        print(f"{type(exc).__name__}: {lines[0] if lines else ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
