@@ -44,7 +44,12 @@ class Points:
     value: Floats
 
     @classmethod
-    def of(cls, metric: Sequence[int], time: Sequence[float], value: Sequence[float]) -> Points:
+    def of(
+        cls,
+        metric: Sequence[int] | Ints,
+        time: Sequence[float] | Floats,
+        value: Sequence[float] | Floats,
+    ) -> Points:
         m = np.asarray(metric, dtype=np.int64)
         # To the millisecond, as raw blocks keep times: cells rebuilt from the blocks
         # (after a crash) then equal the cells written from the request's points.

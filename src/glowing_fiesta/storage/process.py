@@ -7,7 +7,7 @@ under bulk ingest the writer held ~60% of it and requests waited for the rest. W
 other write.
 
 Wire: each message is a 4-byte big-endian length and a msgpack body. The parent sends
-a request — `apply` with a list of `WriteItem`s, or `flush` — and the child answers
+a request — `apply` with a list of batches as `Columns`, or `flush` — and the child answers
 with one result per item (or an error) and the number of points whose cells wait.
 
 Rollups: on SQLite the child commits a write's points as one pending row before
@@ -44,7 +44,7 @@ import msgspec
 import structlog
 
 from glowing_fiesta.errors import Detail, TypeConflict, Unavailable
-from glowing_fiesta.storage.base import WriteItem
+from glowing_fiesta.storage.columns import Columns
 
 if TYPE_CHECKING:
     from glowing_fiesta.storage.sql import PreparedRollup, SqlStorage
@@ -93,7 +93,7 @@ class _Config(msgspec.Struct):
 
 class _Request(msgspec.Struct, array_like=True):
     op: str  # "apply" or "flush"
-    items: list[WriteItem] = []
+    items: list[Columns] = []
 
 
 class _Reply(msgspec.Struct, array_like=True):
@@ -145,7 +145,7 @@ class WriteProcess:
         self._writer.write(_frame(self._config))
         log.info("writer_process_started", pid=proc.pid)
 
-    async def apply(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
+    async def apply(self, items: Sequence[Columns]) -> list[TypeConflict | None]:
         reply = await self._call(_Request("apply", list(items)))
         if reply.error == "unavailable":
             raise Unavailable(reply.message, 2)
@@ -355,7 +355,7 @@ class _Rollups:
         return _Reply(backlog=self.storage.backlog_points)
 
 
-def _defer(storage: SqlStorage, items: list[WriteItem]) -> bool:
+def _defer(storage: SqlStorage, items: list[Columns]) -> bool:
     """Whether this write's cells wait to be written with others': while others wait,
     for a big write, and for writes the parent grouped (a group means writes queue).
 
@@ -368,7 +368,7 @@ def _defer(storage: SqlStorage, items: list[WriteItem]) -> bool:
         return False
     if storage.backlog_points or len(items) > 1:
         return True
-    return sum(len(item.batch.points) for item in items) > ROLLUP_AT_ONCE
+    return sum(len(item) for item in items) > ROLLUP_AT_ONCE
 
 
 def _read(sock: socket.socket) -> bytes | None:
@@ -393,7 +393,7 @@ def _recv(sock: socket.socket, size: int) -> bytes | None:
     return bytes(buf)
 
 
-def _apply(storage: SqlStorage, items: list[WriteItem], *, defer: bool) -> _Reply:
+def _apply(storage: SqlStorage, items: list[Columns], *, defer: bool) -> _Reply:
     from sqlalchemy.exc import OperationalError
 
     try:

@@ -35,6 +35,7 @@ from glowing_fiesta.errors import Detail, TypeConflict, Unavailable, ValidationE
 from glowing_fiesta.model import ApiKey, Metric, MetricType, Resolution, Scope
 from glowing_fiesta.storage import blocks, cellpacks, dialects
 from glowing_fiesta.storage.base import CellRow, Read, StorageStats, WriteItem
+from glowing_fiesta.storage.columns import Columns
 from glowing_fiesta.storage.process import WriteProcess
 from glowing_fiesta.storage.schema import (
     api_keys,
@@ -296,14 +297,17 @@ class SqlStorage:
     # -- writes ---------------------------------------------------------------------
 
     async def apply(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
+        batches = [Columns.of(item) for item in items]
         if self._process is not None:
-            return await self._process.apply(items)
-        results, _, metrics = await self._write(lambda conn: self._apply(conn, items, defer=False))
+            return await self._process.apply(batches)
+        results, _, metrics = await self._write(
+            lambda conn: self._apply(conn, batches, defer=False)
+        )
         self._remember(metrics)
         return results
 
     def apply_now(
-        self, items: Sequence[WriteItem], *, defer_rollups: bool = False
+        self, items: Sequence[WriteItem | Columns], *, defer_rollups: bool = False
     ) -> list[TypeConflict | None]:
         """`apply` on the calling thread (the writer process's loop).
 
@@ -320,8 +324,9 @@ class SqlStorage:
         many points wait; reads of the database see them once they are written.
         """
         defer = defer_rollups and self.can_defer_rollups
+        batches = [i if isinstance(i, Columns) else Columns.of(i) for i in items]
         results, deferred, metrics = self._write_now(
-            lambda conn: self._apply(conn, items, defer=defer), pending_only=defer
+            lambda conn: self._apply(conn, batches, defer=defer), pending_only=defer
         )
         self._remember(metrics)
         if deferred is not None:
@@ -511,39 +516,36 @@ class SqlStorage:
         return len(mids)
 
     def _apply(
-        self, conn: Connection, items: Sequence[WriteItem], *, defer: bool
+        self, conn: Connection, items: Sequence[Columns], *, defer: bool
     ) -> tuple[list[TypeConflict | None], _Deferred | None, dict[str, Metric]]:
         now = time.time()
         results: list[TypeConflict | None] = [None] * len(items)
-        mine = self._claim_batches(conn, [i.batch.batch_id for i in items if i.dedupe], now)
-        todo = [k for k, item in enumerate(items) if not item.dedupe or item.batch.batch_id in mine]
+        mine = self._claim_batches(conn, [i.batch_id for i in items if i.dedupe], now)
+        todo = [k for k, item in enumerate(items) if not item.dedupe or item.batch_id in mine]
 
-        # Each batch's distinct (name, type) pairs, in one pass over its points: the
-        # checks below are per pair (there were four passes over the points).
-        pairs = {k: {(p.metric, p.type) for p in items[k].batch.points} for k in todo}
-        known = self._metrics_for_write(conn, {name for k in todo for name, _ in pairs[k]})
+        known = self._metrics_for_write(conn, {name for k in todo for name in items[k].names})
         # Decide types in arrival order, so that the first accepted batch that mentions
         # a new metric fixes its type and later batches are checked against it.
         types = {name: m.type for name, m in known.items()}
         accepted: list[int] = []
         for k in todo:
-            if any(types.get(name, kind) is not kind for name, kind in pairs[k]):
-                results[k] = _conflict(items[k], types)
+            if any(types.get(name, kind) is not kind for name, kind in items[k].pairs()):
+                results[k] = items[k].conflict(types)
                 continue
-            for name, kind in pairs[k]:
+            for name, kind in items[k].pairs():
                 types.setdefault(name, kind)
             accepted.append(k)
 
         # Sorted, so that concurrent writers take unique-index locks in one order.
-        new = sorted({name for k in accepted for name, _ in pairs[k]} - known.keys())
+        new = sorted({name for k in accepted for name in items[k].names} - known.keys())
         if new:
             known.update(self._create_metrics(conn, {n: types[n] for n in new}, now))
             # Another process may have created one of them first with the other type.
-            raced = {n for n in new if known[n].type is not types[n]}
+            raced = {n: known[n].type for n in new if known[n].type is not types[n]}
             if raced:
                 survivors = []
                 for k in accepted:
-                    bad = _conflict(items[k], {n: known[n].type for n in raced})
+                    bad = items[k].conflict(raced)
                     if bad is not None:
                         results[k] = bad
                     else:
@@ -551,13 +553,14 @@ class SqlStorage:
                 accepted = survivors
 
         ids = {name: m.id for name, m in known.items()}
-        batches = [items[k].batch.points for k in accepted]
-        metric_ids = [ids[p.metric] for points in batches for p in points]
-        times = [p.timestamp for points in batches for p in points]
-        values = [p.value for points in batches for p in points]
+        batches = [items[k] for k in accepted if len(items[k])]
         deferred = None
-        if metric_ids:
-            points = rollup.Points.of(metric_ids, times, values)
+        if batches:
+            points = rollup.Points.of(
+                np.concatenate([b.metric_ids(ids) for b in batches]),
+                np.concatenate([b.times() for b in batches]),
+                np.concatenate([b.values() for b in batches]),
+            )
             # Row locks on the metrics, in id order, serialise writers of the same metric
             # for the read-merge-write of its cells.
             if dialects.has_row_locks(self._write_engine):
@@ -1079,18 +1082,3 @@ def _existing_cells(folded: Iterable[rollup.Folded]) -> Iterable[dict[str, Any]]
         for chunk in _chunks(sorted(set(cells.metric))):
             for first, last in runs:
                 yield {"ids": chunk, "res": res, "lo": first, "hi": last}
-
-
-def _conflict(item: WriteItem, types: dict[str, MetricType]) -> TypeConflict | None:
-    details = [
-        Detail(
-            f"metric {p.metric!r} is a {types[p.metric].value}, not a {p.type.value}",
-            field="metric",
-            index=i,
-        )
-        for i, p in enumerate(item.batch.points)
-        if p.metric in types and types[p.metric] is not p.type
-    ]
-    if not details:
-        return None
-    return TypeConflict(details[0].message, details)

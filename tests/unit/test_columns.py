@@ -1,0 +1,61 @@
+"""A batch as columns (storage.columns): the same points, also after the writer process's
+msgpack wire, and type conflicts named per point as before."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from glowing_fiesta.model import MetricType, Point, PointBatch
+from glowing_fiesta.storage.base import WriteItem
+from glowing_fiesta.storage.columns import Columns
+
+C, V = MetricType.COUNTER, MetricType.VALUE
+POINTS = [
+    Point("signups", C, 1.0, 1_700_000_000.5),
+    Point("latency ms", V, 182.5, 1_700_000_001.0),
+    Point("signups", C, 3.0, 1_699_999_999.25),
+    Point("é ünïcode", V, -0.0, 1_700_000_002.0),
+    Point("latency ms", V, 1e300, 1_700_000_003.0),
+]
+
+
+def columns(dedupe: bool = False) -> Columns:
+    return Columns.of(WriteItem(PointBatch("b1", POINTS), dedupe=dedupe))
+
+
+def test_columns_keep_every_point_in_order_with_its_name_type_time_and_value() -> None:
+    cols = columns(dedupe=True)
+    assert (cols.batch_id, cols.dedupe, len(cols)) == ("b1", True, 5)
+    assert list(cols.pairs()) == [("signups", C), ("latency ms", V), ("é ünïcode", V)]
+    ids = {"signups": 7, "latency ms": 9, "é ünïcode": 2}
+    assert cols.metric_ids(ids).tolist() == [ids[p.metric] for p in POINTS]
+    assert cols.times().tolist() == [p.timestamp for p in POINTS]
+    assert cols.values().tolist() == [p.value for p in POINTS]
+
+
+def test_columns_cross_the_writer_process_wire_unchanged() -> None:
+    cols = columns()
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(cols), type=Columns)
+    assert back == cols
+    assert all(type(k) is MetricType for k in back.kinds)
+    assert np.array_equal(back.values(), cols.values())
+
+
+def test_a_conflict_names_every_point_of_a_metric_stored_with_the_other_type() -> None:
+    conflict = columns().conflict({"latency ms": C, "signups": C})
+    assert conflict is not None
+    assert [d.index for d in conflict.details] == [1, 4]
+    assert conflict.details[0].field == "metric"
+    assert conflict.message == "metric 'latency ms' is a counter, not a value"
+
+
+def test_no_conflict_when_every_stored_type_matches_or_is_unknown() -> None:
+    assert columns().conflict({"signups": C}) is None
+    assert columns().conflict({}) is None
+
+
+def test_an_empty_batch_has_no_points() -> None:
+    cols = Columns.of(WriteItem(PointBatch("b2", [])))
+    assert len(cols) == 0
+    assert cols.metric_ids({}).tolist() == []
