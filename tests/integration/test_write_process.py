@@ -186,15 +186,19 @@ def test_a_lone_small_write_keeps_its_cells_and_grouped_or_big_ones_wait(
     database_url: str,
 ) -> None:
     from glowing_fiesta.storage.base import WriteItem
+    from glowing_fiesta.storage.columns import Columns
     from glowing_fiesta.storage.process import ROLLUP_AT_ONCE, _defer
+
+    def cols(*batches: PointBatch) -> list[Columns]:
+        return [Columns.of(WriteItem(b)) for b in batches]
 
     store = SqlStorage(database_url)
     try:
-        one = [WriteItem(batch("light"))]
+        one = cols(batch("light"))
         assert not _defer(store, one)  # nothing waits: a lone write keeps its cells
-        assert not _defer(store, [WriteItem(batch("light", points=ROLLUP_AT_ONCE))])
-        assert _defer(store, [WriteItem(batch("light", points=ROLLUP_AT_ONCE + 1))])
-        two = [WriteItem(batch("light")), WriteItem(batch("light"))]
+        assert not _defer(store, cols(batch("light", points=ROLLUP_AT_ONCE)))
+        assert _defer(store, cols(batch("light", points=ROLLUP_AT_ONCE + 1)))
+        two = cols(batch("light"), batch("light"))
         assert _defer(store, two)  # writes queued together: their cells wait
         store.apply_now(two, defer_rollups=True)
         assert store.backlog_points == 2
@@ -205,12 +209,16 @@ def test_a_lone_small_write_keeps_its_cells_and_grouped_or_big_ones_wait(
 
 def test_the_childs_rollups_run_aside_while_writes_go_on(database_url: str) -> None:
     from glowing_fiesta.storage.base import WriteItem
+    from glowing_fiesta.storage.columns import Columns
     from glowing_fiesta.storage.process import _defer, _Rollups
 
     store = SqlStorage(database_url)
     rollups = _Rollups(store)
     try:
-        grouped = [WriteItem(batch("light")), WriteItem(batch("heavy", points=600))]
+        grouped = [
+            Columns.of(WriteItem(batch("light"))),
+            Columns.of(WriteItem(batch("heavy", points=600))),
+        ]
         store.apply_now(grouped, defer_rollups=_defer(store, grouped))
         assert store.backlog_points == 601
         rollups.start()

@@ -495,16 +495,46 @@ def test_encode_runs_of_a_write_per_metric_and_day(write: Write) -> None:
 def test_pending_points_round_trip_exactly(write: Write) -> None:
     """A deferred write's points come back bit for bit, so the blocks and cells written
     from them later equal the ones its own commit would have written."""
-    points = rollup.Points.of(
+    points = rollup.Pending.of(
         [m for m, _, _ in write], [t for _, t, _ in write], [v for *_, v in write]
     )
-    back = rollup.Points(*blocks.decode_pending(blocks.encode_pending(*_columns(points))))
+    back = rollup.Pending(*blocks.decode_pending(blocks.encode_pending(*_columns(points))))
     for got, want in zip(_columns(back), _columns(points), strict=True):
         assert got.dtype == want.dtype
         assert got.tobytes() == want.tobytes()
 
 
-def _columns(points: rollup.Points) -> tuple[rollup.Ints, rollup.Floats, rollup.Floats]:
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.sampled_from(METRICS), times, values), min_size=1, max_size=30),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_writes_kept_in_arrival_order_are_rolled_up_as_one_sorted_write(
+    writes: list[Write],
+) -> None:
+    """Deferred writes keep their points unsorted; the rollup that takes them sorts
+    them together, exactly as if they had come as one write."""
+    parts = [
+        rollup.Pending.of([m for m, _, _ in w], [t for _, t, _ in w], [v for *_, v in w])
+        for w in writes
+    ]
+    together = rollup.Points.concat(parts)
+    every = [p for w in writes for p in w]
+    want = rollup.Points.of(
+        [m for m, _, _ in every], [t for _, t, _ in every], [v for *_, v in every]
+    )
+    for got, expected in zip(_columns(together), _columns(want), strict=True):
+        assert got.tobytes() == expected.tobytes()
+    order = np.lexsort((together.value, together.time, together.metric))
+    assert (order == np.arange(len(order))).all()
+
+
+def _columns(
+    points: rollup.Points | rollup.Pending,
+) -> tuple[rollup.Ints, rollup.Floats, rollup.Floats]:
     return points.metric, points.time, points.value
 
 

@@ -91,7 +91,7 @@ class _Deferred:
     row, its points and when it was committed (`time.monotonic()`)."""
 
     id: int
-    points: rollup.Points
+    points: rollup.Pending
     at: float
 
 
@@ -475,7 +475,7 @@ class SqlStorage:
         if not self.can_defer_rollups:
             return 0
         pending = conn.execute(select(pending_points.c.id, pending_points.c.data)).all()
-        parts = [rollup.Points(*blocks.decode_pending(data)) for _, data in pending]
+        parts = [rollup.Pending(*blocks.decode_pending(data)) for _, data in pending]
         written = sum(len(p) for p in parts)
         if parts:
             points = rollup.Points.concat(parts)
@@ -556,7 +556,7 @@ class SqlStorage:
         batches = [items[k] for k in accepted if len(items[k])]
         deferred = None
         if batches:
-            points = rollup.Points.of(
+            points = rollup.Pending.of(
                 np.concatenate([b.metric_ids(ids) for b in batches]),
                 np.concatenate([b.times() for b in batches]),
                 np.concatenate([b.values() for b in batches]),
@@ -564,7 +564,7 @@ class SqlStorage:
             # Row locks on the metrics, in id order, serialise writers of the same metric
             # for the read-merge-write of its cells.
             if dialects.has_row_locks(self._write_engine):
-                conn.execute(_LOCK_METRICS, {"ids": sorted(points.last_times())})
+                conn.execute(_LOCK_METRICS, {"ids": np.unique(points.metric).tolist()})
             if defer:
                 # `last_point_at` is raised with the cells: one UPDATE per rollup instead
                 # of per write (13% of a raw-points commit); metric listings wait for
@@ -574,7 +574,7 @@ class SqlStorage:
                 assert key is not None  # noqa: S101 - an INSERT always has one
                 deferred = _Deferred(key[0], points, time.monotonic())
             else:
-                self._write_points(conn, points)
+                self._write_points(conn, rollup.Points.concat([points]))
         return results, deferred, known
 
     def _metrics_for_write(self, conn: Connection, names: set[str]) -> dict[str, Metric]:
