@@ -174,11 +174,14 @@ def rows(
     """Rows for the write's cells, each merged with its stored cell, keyed
     (metric, res, start), if there is one."""
     value_bytes = points.value.astype("<f8").tobytes()
-    builder = _SketchBuilder(points.value)
     out: list[Row] = []
-    pending: list[tuple[int, int]] = []  # (row, sketch job)
     for cells in folded:
         res = int(cells.res)
+        # The sketches of one resolution at a time: built for all at once, their bins
+        # (several int64 arrays over every value, per resolution) were a transient ~45 MB
+        # of the writer process for a 100,000-point rollup.
+        builder = _SketchBuilder(points.value)
+        pending: list[tuple[int, int]] = []  # (row, sketch job)
         for i, (mid, start) in enumerate(cells.keys()):
             a, b = cells.begin[i], cells.end[i]
             count, total, low, high = cells.count[i], cells.sum[i], cells.min[i], cells.max[i]
@@ -201,10 +204,10 @@ def rows(
                 else:
                     pending.append((len(out), builder.job(a, b, old_summary)))
             out.append((mid, res, start, count, total, low, high, summary))
-    sketches = builder.build()
-    for row, job in pending:
-        mid, res, start, count, total, low, high, _ = out[row]
-        out[row] = (mid, res, start, count, total, low, high, sketches[job])
+        sketches = builder.build()
+        for row, job in pending:
+            mid, res, start, count, total, low, high, _ = out[row]
+            out[row] = (mid, res, start, count, total, low, high, sketches[job])
     return out
 
 
