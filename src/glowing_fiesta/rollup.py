@@ -24,6 +24,8 @@ from glowing_fiesta.model import Resolution
 
 Ints = NDArray[np.int64]
 Floats = NDArray[np.float64]
+IntsIn = Sequence[int] | Ints
+FloatsIn = Sequence[float] | Floats
 # A stored cell as the writer reads it: (count, sum, min, max, summary).
 Stored = tuple[int, float, float, float, bytes]
 # A cell row as storage writes it: (metric_id, res, bucket, count, sum, min, max, summary).
@@ -47,12 +49,7 @@ class Pending:
     value: Floats
 
     @classmethod
-    def of(
-        cls,
-        metric: Sequence[int] | Ints,
-        time: Sequence[float] | Floats,
-        value: Sequence[float] | Floats,
-    ) -> Pending:
+    def of(cls, metric: IntsIn, time: FloatsIn, value: FloatsIn) -> Pending:
         m = np.asarray(metric, dtype=np.int64)
         # To the millisecond, as raw blocks keep times: cells rebuilt from the blocks
         # (after a crash) then equal the cells written from the request's points.
@@ -73,12 +70,7 @@ class Points:
     value: Floats
 
     @classmethod
-    def of(
-        cls,
-        metric: Sequence[int] | Ints,
-        time: Sequence[float] | Floats,
-        value: Sequence[float] | Floats,
-    ) -> Points:
+    def of(cls, metric: IntsIn, time: FloatsIn, value: FloatsIn) -> Points:
         return cls.concat([Pending.of(metric, time, value)])
 
     @classmethod
