@@ -37,10 +37,16 @@ def _storage(settings: Settings) -> Any:
     return SqlStorage(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
 
 
+_SCHEMA_FAILED = "could not bring the database to the newest schema"
+
+
 def _ensure_schema(settings: Settings) -> None:
     from glowing_fiesta.storage import migrate
 
-    migrate.upgrade(settings.database_url)
+    try:
+        migrate.upgrade(settings.database_url)
+    except Exception as exc:  # an unreachable or unwritable database: say why, no traceback
+        raise click.ClickException(f"{_SCHEMA_FAILED}: {migrate.describe(exc)}") from None
 
 
 def _ensure_schema_aside(settings: Settings) -> None:
@@ -57,7 +63,7 @@ def _ensure_schema_aside(settings: Settings) -> None:
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
         reason = lines[-1]
-        raise click.ClickException(f"could not bring the database to the newest schema: {reason}")
+        raise click.ClickException(f"{_SCHEMA_FAILED}: {reason}")
 
 
 @click.group()

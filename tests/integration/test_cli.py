@@ -262,12 +262,15 @@ def test_db_upgrade_creates_a_fresh_database(env: dict[str, str], url: str, db_f
     assert migrate.is_current(url)
 
 
-@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
-def test_a_server_that_cannot_migrate_its_database_stops_saying_why(
+@pytest.mark.parametrize(
+    "command", [["serve", "--port", "0"], ["worker"], ["db", "upgrade"], ["keys", "list"]]
+)
+def test_a_command_that_cannot_migrate_its_database_stops_saying_why(
     env: dict[str, str], tmp_path: Path, command: list[str]
 ) -> None:
     # `serve` and `worker` migrate in a child process (to keep Alembic out of their
-    # memory); its failure must still stop them with the reason, not a traceback.
+    # memory), the others in-process; either way a failure stops them with the reason,
+    # not a traceback.
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     env = {

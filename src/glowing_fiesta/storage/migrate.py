@@ -67,12 +67,17 @@ def is_current(url: str) -> bool:
     return current == ScriptDirectory.from_config(_config()).get_current_head()
 
 
+def describe(exc: BaseException) -> str:
+    """A failed migration's reason in one line (SQLAlchemy's messages run to several)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def _main() -> int:
     try:
         upgrade(sys.stdin.read().strip())
     except Exception as exc:  # the parent shows this line as the reason
-        lines = str(exc).strip().splitlines()
-        print(f"{type(exc).__name__}: {lines[0] if lines else ''}", file=sys.stderr)
+        print(describe(exc), file=sys.stderr)
         return 1
     return 0
 
