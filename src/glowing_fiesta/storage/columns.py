@@ -37,17 +37,17 @@ class Columns(msgspec.Struct, array_like=True, gc=False):
 
     @classmethod
     def of(cls, item: WriteItem) -> Self:
+        points = item.batch.points
         positions: dict[str, int] = {}
         kinds: list[MetricType] = []
         index = array("i")
         append = index.append
-        for p in item.batch.points:
+        for p in points:
             k = positions.get(p.metric)
             if k is None:
                 k = positions[p.metric] = len(kinds)
                 kinds.append(p.type)
             append(k)
-        points = item.batch.points
         return cls(
             item.batch.batch_id,
             item.dedupe,
