@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glowing_fiesta.rollup import Stored
+from glowing_fiesta.rollup import Merged, Row, Stored
 from glowing_fiesta.storage import cellpacks
 
 M = 60
@@ -56,6 +56,21 @@ def test_a_damaged_pack_is_refused_not_misread(cut: int) -> None:
         cellpacks.decode(M, T, b"\x09" + data[1:])
 
 
+def merged(res: int, rows: list[tuple[int, int, Stored]]) -> Merged:
+    """Cells of one resolution as `rollup.merge` gives them: (metric, start, cell) rows in
+    (metric, start) order."""
+    return Merged(
+        res,
+        [mid for mid, _, _ in rows],
+        [start for _, start, _ in rows],
+        [c[0] for _, _, c in rows],
+        [c[1] for _, _, c in rows],
+        [c[2] for _, _, c in rows],
+        [c[3] for _, _, c in rows],
+        [c[4] for _, _, c in rows],
+    )
+
+
 def test_a_write_keeps_the_stored_cells_of_the_packs_it_touches() -> None:
     """Rows for a write into minute 2 of a pack that holds minutes 0 and 2: the pack is
     rewritten with minute 0 as stored and minute 2 as merged; other resolutions pass."""
@@ -64,19 +79,62 @@ def test_a_write_keeps_the_stored_cells_of_the_packs_it_touches() -> None:
         (7, M, T + 2 * M): (1, 1.0, 1.0, 1.0, b"b"),
         (7, M, T + Q): (1, 9.0, 9.0, 9.0, b"c"),  # another pack, untouched by the write
     }
-    merged = (7, M, T + 2 * M, 2, 3.0, 1.0, 2.0, b"bb")
+    minute: Stored = (2, 3.0, 1.0, 2.0, b"bb")
     hour = (7, 3600, T - T % 3600, 2, 3.0, 1.0, 2.0, b"h")
-    out = cellpacks.pack([merged, hour], stored)
+    out = cellpacks.pack(
+        [merged(M, [(7, T + 2 * M, minute)]), merged(3600, [(7, hour[2], hour[3:])])], stored
+    )
     assert out[0] == hour
     assert len(out) == 2
     mid, res, start, count, total, low, high, data = out[1]
     assert (mid, res, start, count, total, low, high) == (7, M, T, 3, 8.0, 1.0, 5.0)
-    assert cellpacks.decode(M, T, data) == [(T, 1, 5.0, 5.0, 5.0, b"a"), (T + 2 * M, *merged[3:])]
+    assert cellpacks.decode(M, T, data) == [(T, 1, 5.0, 5.0, 5.0, b"a"), (T + 2 * M, *minute)]
     assert dict(cellpacks.unpack_stored(out)) == {
         (7, 3600, hour[2]): hour[3:],
         (7, M, T): stored[(7, M, T)],
-        (7, M, T + 2 * M): merged[3:],
+        (7, M, T + 2 * M): minute,
     }
+
+
+def packed_one_by_one(
+    write: list[tuple[int, int, Stored]], stored: dict[tuple[int, int, int], Stored]
+) -> list[Row]:
+    """The reference for `pack`: each pack the write touches built by `encode`, with the
+    pack's stored cells that the write leaves alone."""
+    packs: dict[tuple[int, int], dict[int, Stored]] = {}
+    for mid, start, c in write:
+        packs.setdefault((mid, start - start % Q), {})[start] = c
+    for (mid, res, start), c in stored.items():
+        touched = packs.get((mid, start - start % Q))
+        if res == M and touched is not None and start not in touched:
+            touched[start] = c
+    return [
+        (mid, M, first, *cellpacks.encode(M, first, cells)) for (mid, first), cells in packs.items()
+    ]
+
+
+# Finite, and small enough that no pack's total overflows: NaN would not equal itself.
+finite = st.floats(-1e300, 1e300)
+minute_cells = st.dictionaries(
+    st.tuples(st.integers(1, 4), st.integers(-3 * Q // M, 3 * Q // M)),
+    st.tuples(st.integers(1, 2**40), finite, finite, finite, st.binary(max_size=64)),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(minute_cells, minute_cells)
+def test_packs_built_at_once_equal_packs_built_one_by_one(
+    write: dict[tuple[int, int], Stored], stored: dict[tuple[int, int], Stored]
+) -> None:
+    """Byte for byte, whatever the write's cells and the stored ones (some the write
+    merged, some in the packs it touches, some in others), over several metrics and packs."""
+    rows = [(mid, T + i * M, c) for (mid, i), c in sorted(write.items())]
+    on_disk = {(mid, M, T + i * M): c for (mid, i), c in stored.items()}
+    out = cellpacks.pack([merged(M, rows)], on_disk)
+    assert out == packed_one_by_one(rows, on_disk)
+    for row in out:  # plain Python types: database drivers do not all adapt numpy scalars
+        assert [type(x) for x in row] == [int, int, int, int, float, float, float, bytes]
 
 
 def test_a_pack_expires_when_its_last_minute_does() -> None:

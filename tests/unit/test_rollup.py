@@ -1,6 +1,6 @@
 """The bulk rollup path (numpy) against the one-cell-at-a-time reference (`aggregate`).
 
-Contract: for the same points and the same stored cells, `rollup.rows` gives every cell
+Contract: for the same points and the same stored cells, `rollup.merge` gives every cell
 the reference writer gives: count, min and max equal, sum equal up to float rounding,
 sketches byte for byte, exact values as the same multiset (their order may differ). Also
 the numpy helpers it relies on: `sketch.indices` (bins exactly as `Sketch.add`),
@@ -62,13 +62,19 @@ def reference_write(stored: dict[Key, Stored], write: Write) -> dict[Key, Stored
     return out
 
 
+def merged_rows(
+    points: rollup.Points, folded: list[rollup.Folded], stored: dict[Key, Stored]
+) -> list[rollup.Row]:
+    return [row for cells in rollup.merge(points, folded, stored) for row in cells.rows()]
+
+
 def bulk_write(stored: dict[Key, Stored], write: Write) -> dict[Key, Stored]:
-    """The cells `rollup.rows` gives for `write` on top of `stored`, as storage gets them."""
+    """The cells `rollup.merge` gives for `write` on top of `stored`, as storage gets them."""
     points = rollup.Points.of(
         [mid for mid, _, _ in write], [t for _, t, _ in write], [v for _, _, v in write]
     )
     out: dict[Key, Stored] = {}
-    for mid, res, start, count, total, low, high, summary in rollup.rows(
+    for mid, res, start, count, total, low, high, summary in merged_rows(
         points, rollup.fold(points), stored
     ):
         key = (mid, res, start)
@@ -195,7 +201,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Write], Write]:
     return earlier, draw(writes_over(span))
 
 
-# --- 1. rows agree with the reference ------------------------------------------------
+# --- 1. merged cells agree with the reference ------------------------------------------------
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,7 +216,7 @@ def test_rows_equal_the_reference_merge(scenario: tuple[list[Write], Write]) -> 
 def test_cells_stored_by_the_bulk_path_merge_like_the_reference_ones(
     scenario: tuple[list[Write], Write],
 ) -> None:
-    """Stored cells written by `rows` itself (exact values in another order) merge the
+    """Stored cells written by `merge` itself (exact values in another order) merge the
     same: a chain of bulk writes ends where the chain of reference writes does."""
     earlier, write = scenario
     by_reference: dict[Key, Stored] = {}
@@ -267,7 +273,7 @@ def test_each_kind_of_cell_merge(
 ) -> None:
     minute = BASE + 3600
     earlier = [minute_write(3, minute, mixed(1, stored_n), 2)] if stored_n else []
-    # A second metric and a neighbouring minute in the same write, so `rows` builds
+    # A second metric and a neighbouring minute in the same write, so `merge` builds
     # several cells (and several sketches) at once.
     write = [
         *minute_write(3, minute, mixed(3, new_n), 4),
@@ -396,7 +402,7 @@ def test_indices_equal_index_near_a_bin_edge(k: int, ulps: int) -> None:
     assert_indices_match(mags)
 
 
-# --- Sketch.from_bins, parse_header (the pieces rows assembles sketches from) ---------
+# --- Sketch.from_bins, parse_header (the pieces merge assembles sketches from) ---------
 
 sketch_values = st.lists(
     st.one_of(values, signed_powers(-9, 12)), min_size=SMALL + 1, max_size=80
@@ -605,9 +611,9 @@ def sketch_cell(vals: Sequence[float]) -> Stored:
 
 
 def rows_over(stored: dict[Key, Stored], mids: Sequence[int] = (3,)) -> list[rollup.Row]:
-    """`rows` for a write of one point per metric in the minute at BASE."""
+    """`merge` for a write of one point per metric in the minute at BASE."""
     points = rollup.Points.of(list(mids), [BASE + 1.0] * len(mids), [1.5] * len(mids))
-    return rollup.rows(points, rollup.fold(points), stored)
+    return merged_rows(points, rollup.fold(points), stored)
 
 
 def minute_key(mid: int) -> Key:
@@ -725,7 +731,7 @@ def test_a_stored_sketch_of_the_wrong_layout_is_a_value_error(
 def test_a_stored_sketch_with_a_changed_byte_is_read_like_the_reference_or_refused(
     vals: list[float], data: st.DataObject
 ) -> None:
-    """Any one byte changed: `rows` raises ValueError (never another exception), and when
+    """Any one byte changed: `merge` raises ValueError (never another exception), and when
     the changed bytes are a valid sketch to the reference it merges them like it."""
     count, total, low, high, blob = sketch_cell(vals)
     i = data.draw(st.integers(0, len(blob) - 1))
@@ -746,7 +752,7 @@ def test_a_stored_sketch_with_a_changed_byte_is_read_like_the_reference_or_refus
         return
     if old.sketch.count == 0 or (not old.sketch._positive and not old.sketch._negative):
         return  # an empty or all-zero sketch: see the tests below
-    assert got is not None, "rows refused a stored sketch the reference reads"
+    assert got is not None, "merge refused a stored sketch the reference reads"
     write: Write = [(3, BASE + 1.0, 1.5)]
     want = reference_write(stored, write)
     assert_same_cells(

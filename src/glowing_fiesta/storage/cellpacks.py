@@ -24,9 +24,13 @@ import math
 import struct
 from collections.abc import Iterable, Mapping
 from itertools import repeat
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from glowing_fiesta.model import Resolution
-from glowing_fiesta.rollup import Row
+from glowing_fiesta.rollup import Merged, Row
 from glowing_fiesta.rollup import Stored as Cell
 
 # Stored resolution -> the span of one row, in seconds.
@@ -128,26 +132,131 @@ def unpack_stored(rows: Iterable[Row]) -> Iterable[tuple[tuple[int, int, int], C
             yield (mid, res, s), (c, t, lo, hi, part)
 
 
-def pack(rows: Iterable[Row], stored: Mapping[tuple[int, int, int], Cell]) -> list[Row]:
-    """The rows to write for a write's merged cell rows: cells of packed resolutions
-    gathered into their packs, with the stored cells of those packs the write did not
-    touch (`stored` must hold every cell of every pack the write touches)."""
+def pack(merged: Iterable[Merged], stored: Mapping[tuple[int, int, int], Cell]) -> list[Row]:
+    """The rows to write for a write's merged cells: cells of unpacked resolutions as
+    they are, then the packs of packed ones, each with the stored cells of that pack the
+    write did not touch (`stored` must hold every cell of every pack the write touches)."""
     out: list[Row] = []
-    packs: dict[tuple[int, int, int], dict[int, Cell]] = {}
-    for row in rows:
-        mid, res, start = row[0], row[1], row[2]
-        width = PACKED.get(res)
+    packs: list[Row] = []
+    for cells in merged:
+        width = PACKED.get(cells.res)
         if width is None:
-            out.append(row)
-            continue
-        key = (mid, res, start - start % width)
-        cells = packs.get(key)
-        if cells is None:
-            packs[key] = cells = {}
-        cells[start] = (row[3], row[4], row[5], row[6], row[7])
-    for (mid, res, first), cells in packs.items():
-        for s in range(first, first + PACKED[res], res):
-            if s not in cells and (old := stored.get((mid, res, s))) is not None:
-                cells[s] = old
-        out.append((mid, res, first, *encode(res, first, cells)))
-    return out
+            out.extend(cells.rows())
+        else:
+            packs.extend(_packs(cells, width, stored))
+    return out + packs
+
+
+def _packs(cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell]) -> list[Row]:
+    """`encode` for every pack the cells touch, at once: a big write's minute cells are
+    tens of thousands, so their fixed-width fields are scattered into one buffer by
+    numpy, with the summaries after them, and each pack is a slice of it."""
+    cells = _with_untouched(cells, width, stored)
+    if not cells.metric:
+        return []
+    res, metric, count, summary = cells.res, cells.metric, cells.count, cells.summary
+    start = np.asarray(cells.start, dtype=np.int64)
+    first = start - start % width
+    bounds = _runs(metric, first)
+    lasts = [*bounds[1:], len(metric)]
+    firsts = np.asarray(bounds, dtype=np.int64)
+    n = np.asarray(lasts, dtype=np.int64) - firsts  # cells per pack: at most width // res
+    pack_of = np.repeat(np.arange(len(firsts)), n)
+    slot = np.arange(len(metric), dtype=np.int64) - firsts[pack_of]
+    lengths = np.fromiter(map(len, summary), dtype=np.int64, count=len(summary))
+    at = np.cumsum(lengths) - lengths  # each summary's offset in the joined summaries
+    size = 2 + 37 * n + np.add.reduceat(lengths, firsts)
+    offset = np.cumsum(size) - size  # each pack's offset in the buffer
+    buf = np.empty(int(size.sum()), dtype=np.uint8)
+    buf[offset] = _VERSION
+    buf[offset + 1] = n
+    cell_n = n[pack_of]
+    head = offset[pack_of] + 2  # where each cell's pack's fixed part starts
+    buf[head + slot] = (start - first) // res
+    _scatter(buf, head + cell_n + 8 * slot, np.asarray(count, dtype="<i8"))
+    _scatter(buf, head + 9 * cell_n + 8 * slot, np.asarray(cells.sum, dtype="<f8"))
+    _scatter(buf, head + 17 * cell_n + 8 * slot, np.asarray(cells.min, dtype="<f8"))
+    _scatter(buf, head + 25 * cell_n + 8 * slot, np.asarray(cells.max, dtype="<f8"))
+    _scatter(buf, head + 33 * cell_n + 4 * slot, lengths.astype("<u4"))
+    # Each summary after its pack's fixed part and the pack's summaries before it.
+    into = head + 37 * cell_n + at - at[firsts][pack_of]
+    joined = np.frombuffer(b"".join(summary), dtype=np.uint8)
+    buf[np.repeat(into - at, lengths) + np.arange(len(joined))] = joined
+    data = buf.tobytes()
+    # Totals in Python, left to right as `encode` adds them, so both give the same float.
+    return [
+        (
+            metric[p],
+            res,
+            s,
+            sum(count[p:q]),
+            sum(cells.sum[p:q]),
+            min(cells.min[p:q]),
+            max(cells.max[p:q]),
+            data[o:e],
+        )
+        for p, q, s, o, e in zip(
+            bounds,
+            lasts,
+            first[firsts].tolist(),
+            offset.tolist(),
+            (offset + size).tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _runs(metric: list[int], first: NDArray[np.int64]) -> list[int]:
+    """The index of each pack's first cell, for cells in (metric, start) order."""
+    mid = np.asarray(metric, dtype=np.int64)
+    change = np.flatnonzero((np.diff(mid) != 0) | (np.diff(first) != 0)) + 1
+    return [0, *change.tolist()]
+
+
+def _with_untouched(
+    cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell]
+) -> Merged:
+    """`cells` and the stored cells of the packs they touch that they do not touch
+    themselves, in (metric, start) order."""
+    mine = [(key, cell) for key, cell in stored.items() if key[1] == cells.res]
+    if not mine or not cells.metric:
+        return cells
+    start = np.asarray(cells.start, dtype=np.int64)
+    bounds = _runs(cells.metric, start - start % width)
+    packs = {(cells.metric[p], cells.start[p] - cells.start[p] % width): p for p in bounds}
+    ends = dict(zip(bounds, [*bounds[1:], len(cells.metric)], strict=True))
+    extra = []
+    for (mid, _, s), cell in mine:
+        p = packs.get((mid, s - s % width))
+        if p is not None and s not in cells.start[p : ends[p]]:
+            extra.append(((mid, s), cell))
+    if not extra:
+        return cells
+    metric = [*cells.metric, *(mid for (mid, _), _ in extra)]
+    starts = [*cells.start, *(s for (_, s), _ in extra)]
+    order = np.lexsort((np.asarray(starts), np.asarray(metric))).tolist()
+    written: tuple[list[Any], ...] = (
+        cells.count,
+        cells.sum,
+        cells.min,
+        cells.max,
+        cells.summary,
+    )
+    columns = [[*column, *(cell[i] for _, cell in extra)] for i, column in enumerate(written)]
+    count, total, low, high, summary = ([column[i] for i in order] for column in columns)
+    return Merged(
+        cells.res,
+        [metric[i] for i in order],
+        [starts[i] for i in order],
+        count,
+        total,
+        low,
+        high,
+        summary,
+    )
+
+
+def _scatter(buf: NDArray[np.uint8], at: NDArray[np.int64], values: NDArray[Any]) -> None:
+    """Each value's bytes into `buf` from its position in `at`."""
+    width = values.dtype.itemsize
+    buf[at[:, None] + np.arange(width)] = values.view(np.uint8).reshape(-1, width)

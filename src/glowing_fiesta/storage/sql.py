@@ -1052,7 +1052,7 @@ def _cell_rows(
 ) -> list[rollup.Row]:
     """The rows to upsert for `points` merged into the `stored` cells, minute cells in
     their packs."""
-    return cellpacks.pack(rollup.rows(points, folded, stored), stored)
+    return cellpacks.pack(rollup.merge(points, folded, stored), stored)
 
 
 def _existing_cells(folded: Iterable[rollup.Folded]) -> Iterable[dict[str, Any]]:

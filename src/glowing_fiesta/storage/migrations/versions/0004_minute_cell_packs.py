@@ -58,12 +58,19 @@ def _rewrite(convert: Callable[[int, Sequence[Any]], list[rollup.Row]]) -> None:
 
 
 def _packed(mid: int, rows: Sequence[Any]) -> list[rollup.Row]:
-    stored = {
-        (mid, _MINUTE, int(bucket)): (int(n), float(s), float(lo), float(hi), bytes(sk))
-        for bucket, n, s, lo, hi, sk in rows
-    }
-    fresh = [(*key, *cell) for key, cell in stored.items()]
-    return cellpacks.pack(fresh, stored)
+    # Every stored cell is one of the "write's" (rows come ordered by bucket), so no
+    # stored cell is left to add to their packs.
+    cells = rollup.Merged(
+        _MINUTE,
+        [mid] * len(rows),
+        [int(row[0]) for row in rows],
+        [int(row[1]) for row in rows],
+        [float(row[2]) for row in rows],
+        [float(row[3]) for row in rows],
+        [float(row[4]) for row in rows],
+        [bytes(row[5]) for row in rows],
+    )
+    return cellpacks.pack([cells], {})
 
 
 def _unpacked(mid: int, rows: Sequence[Any]) -> list[rollup.Row]:
