@@ -202,6 +202,7 @@ def merge(
     one by one, and sketches are built in bulk.
     """
     value_bytes = points.value.astype("<f8").tobytes()
+    bin_keys = _BinKeys(points.value)
     out: list[Merged] = []
     for cells in folded:
         res = int(cells.res)
@@ -215,7 +216,7 @@ def merge(
         # The sketches of one resolution at a time: built for all at once, their bins
         # (several int64 arrays over every value, per resolution) were a transient ~45 MB
         # of the writer process for a 100,000-point rollup.
-        builder = _SketchBuilder(points.value)
+        builder = _SketchBuilder(points.value, bin_keys)
         pending: list[tuple[int, int]] = []  # (cell, sketch job)
         merging = [(i, old) for i, old in enumerate(olds) if old is not None]
         if merging:  # Folded's columns are the caller's: merged values go to copies
@@ -246,8 +247,9 @@ class _SketchBuilder:
     """Sketch bytes for many cells ("jobs") at once, each from a run of the write's
     values and, optionally, a stored summary (exact values or a sketch) to merge."""
 
-    def __init__(self, values: Floats) -> None:
+    def __init__(self, values: Floats, keys: _BinKeys) -> None:
         self._values = values
+        self._keys = keys
         self._begin: list[int] = []
         self._end: list[int] = []
         self._stored: list[bytes | None] = []
@@ -266,14 +268,13 @@ class _SketchBuilder:
         lengths = np.asarray(self._end, dtype=np.int64) - begin
         # The jobs' values gathered job after job, so each job's run is contiguous.
         firsts = np.cumsum(lengths) - lengths
-        values = self._values[
-            np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(begin - firsts, lengths)
-        ]
+        gather = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(begin - firsts, lengths)
+        values = self._values[gather]
         job_of = np.repeat(np.arange(jobs, dtype=np.int64), lengths)
         low = np.minimum.reduceat(values, firsts).tolist()
         high = np.maximum.reduceat(values, firsts).tolist()
         zero = np.bincount(job_of[np.abs(values) <= sk.ZERO_THRESHOLD], minlength=jobs).tolist()
-        sources = [_bins_of_values(values, job_of)]
+        sources = [_bins_of_values(values, job_of, self._keys.of()[gather])]
 
         value_jobs: list[int] = []
         value_blobs: list[bytes] = []
@@ -315,15 +316,36 @@ class _SketchBuilder:
         return _encode(_merge(sources), low, high, zero)
 
 
-def _bins_of_values(values: Floats, job_of: Ints) -> Bins:
+def _bins_of_values(values: Floats, job_of: Ints, keys: Ints | None = None) -> Bins:
+    """A bin of count 1 per value outside the zero bucket; `keys`: each value's bin, if
+    known (`_BinKeys`)."""
     nonzero = np.abs(values) > sk.ZERO_THRESHOLD
     v = values[nonzero]
     return (
         job_of[nonzero],
         (v < 0).astype(np.int64),
-        sk.indices(np.abs(v)),
+        sk.indices(np.abs(v)) if keys is None else keys[nonzero],
         np.ones(len(v), dtype=np.int64),
     )
+
+
+class _BinKeys:
+    """The sketch bin of each of a write's values, computed once, when the first sketch
+    needs them, for every resolution: a value's bin depends on the value alone, and the
+    logarithms were a tenth of a big rollup."""
+
+    def __init__(self, values: Floats) -> None:
+        self._values = values
+        self._keys: Ints | None = None
+
+    def of(self) -> Ints:
+        """Every value's bin; 0 for values in the zero bucket, which have none."""
+        if self._keys is None:
+            magnitude = np.abs(self._values)
+            nonzero = magnitude > sk.ZERO_THRESHOLD
+            self._keys = np.zeros(len(magnitude), dtype=np.int64)
+            self._keys[nonzero] = sk.indices(magnitude[nonzero])
+        return self._keys
 
 
 def _varints(data: bytes) -> tuple[Ints, Ints]:
