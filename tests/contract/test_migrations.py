@@ -1,10 +1,14 @@
 """Migration 0004 on every engine: minute cells written one to a row (as before it) come
-back the same from their quarter-hour packs, and its downgrade restores the rows."""
+back the same from their quarter-hour packs, and its downgrade restores the rows. Also the
+SQLite file the migrations create: its page size and WAL mode, and an existing file left
+as it is."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import struct
+from pathlib import Path
 
 from sqlalchemy import create_engine, insert, select
 from sqlalchemy.pool import NullPool
@@ -13,7 +17,7 @@ from glowing_fiesta.aggregate import VALUES_TAG
 from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution
 from glowing_fiesta.storage import migrate
 from glowing_fiesta.storage.base import WriteItem
-from glowing_fiesta.storage.dialects import driver_url
+from glowing_fiesta.storage.dialects import PAGE_SIZE, driver_url
 from glowing_fiesta.storage.schema import rollups
 from glowing_fiesta.storage.sql import SqlStorage
 
@@ -93,3 +97,38 @@ def test_minute_cells_survive_the_move_to_packs_and_back(engine_url: str) -> Non
     migrate.downgrade(engine_url, "0003")
     assert _stored_minute_rows(engine_url) == old
     migrate.upgrade(engine_url)
+
+
+def _pragma(path: Path, name: str) -> object:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_new_sqlite_database_is_made_with_its_page_size_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "gf.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    assert _pragma(path, "page_size") == PAGE_SIZE
+    assert _pragma(path, "journal_mode") == "wal"
+    assert migrate.is_current(f"sqlite:///{path}")
+
+
+def test_an_existing_sqlite_database_keeps_its_page_size_and_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("CREATE TABLE kept (x INTEGER)")
+    conn.execute("INSERT INTO kept VALUES (42)")
+    conn.commit()
+    conn.close()
+    assert PAGE_SIZE != 4096
+    migrate.upgrade(f"sqlite:///{path}")
+    assert _pragma(path, "page_size") == 4096
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
+    finally:
+        conn.close()
+    assert migrate.is_current(f"sqlite:///{path}")

@@ -7,8 +7,10 @@ statements whose syntax differs (upserts, insert-or-ignore).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,8 +128,22 @@ BUSY_TIMEOUT_MS = 30_000
 # commits touch the newest pages, which stay cached either way.
 WRITER_CACHE_KIB = 32 * 1024
 READER_CACHE_KIB = 64 * 1024
+# The page size of a new database. Rollup rows (a minute pack of sketches is often
+# over the ~1 KB a 4 KiB page keeps inline) spill into overflow pages less: the bench's
+# ingest, twelve alternating runs, 8 KiB ahead in ten (median ~+4%), its database 2-6%
+# smaller; queries and single writes unchanged. 16 KiB was no faster than 8.
+PAGE_SIZE = 8192
 # A WAL longer than this (~64 MiB) is started over by the writer: see `bound_wal`.
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+def create_sqlite(path: str) -> None:
+    """A new SQLite file's page size and WAL mode, set before the first table fixes its
+    page size; an existing file is left as it is."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            conn.execute("PRAGMA journal_mode=WAL")
 
 
 def has_serial_ids(engine: Engine) -> bool:

@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from glowing_fiesta.storage.dialects import driver_url
+from glowing_fiesta.storage.dialects import create_sqlite, driver_url
 
 _SCRIPTS = Path(__file__).parent / "migrations"
 
@@ -31,6 +31,7 @@ def _prepare(url: str) -> None:
     parsed = driver_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        create_sqlite(parsed.database)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
