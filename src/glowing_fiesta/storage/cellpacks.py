@@ -150,8 +150,9 @@ def pack(merged: Iterable[Merged], stored: Mapping[tuple[int, int, int], Cell]) 
 def _packs(cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell]) -> list[Row]:
     """`encode` for every pack the cells touch, at once: a big write's minute cells are
     tens of thousands, so their fixed-width fields are scattered into one buffer by
-    numpy, with the summaries after them, and each pack is a slice of it."""
-    cells = _with_untouched(cells, width, stored)
+    numpy, with the summaries after them, and each pack is a slice of it. The few packs
+    that hold stored cells (at the two ends of a bulk write's span, say) are built again
+    by `encode`, the write's cells over the stored ones."""
     if not cells.metric:
         return []
     res, metric, count, summary = cells.res, cells.metric, cells.count, cells.summary
@@ -183,8 +184,9 @@ def _packs(cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell
     joined = np.frombuffer(b"".join(summary), dtype=np.uint8)
     buf[np.repeat(into - at, lengths) + np.arange(len(joined))] = joined
     data = buf.tobytes()
+    starts = first[firsts].tolist()
     # Totals in Python, left to right as `encode` adds them, so both give the same float.
-    return [
+    rows = [
         (
             metric[p],
             res,
@@ -196,14 +198,23 @@ def _packs(cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell
             data[o:e],
         )
         for p, q, s, o, e in zip(
-            bounds,
-            lasts,
-            first[firsts].tolist(),
-            offset.tolist(),
-            (offset + size).tolist(),
-            strict=True,
+            bounds, lasts, starts, offset.tolist(), (offset + size).tolist(), strict=True
         )
     ]
+    for k, held in _stored_in(cells, width, bounds, stored).items():
+        p, q = bounds[k], lasts[k]
+        for s, c, total, low, high, part in zip(
+            cells.start[p:q],
+            count[p:q],
+            cells.sum[p:q],
+            cells.min[p:q],
+            cells.max[p:q],
+            summary[p:q],
+            strict=True,
+        ):
+            held[s] = (c, total, low, high, part)
+        rows[k] = (metric[p], res, starts[k], *encode(res, starts[k], held))
+    return rows
 
 
 def _runs(metric: list[int], first: NDArray[np.int64]) -> list[int]:
@@ -213,47 +224,23 @@ def _runs(metric: list[int], first: NDArray[np.int64]) -> list[int]:
     return [0, *change.tolist()]
 
 
-def _with_untouched(
-    cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell]
-) -> Merged:
-    """`cells` and the stored cells of the packs they touch that they do not touch
-    themselves, in (metric, start) order."""
+def _stored_in(
+    cells: Merged, width: int, bounds: list[int], stored: Mapping[tuple[int, int, int], Cell]
+) -> dict[int, dict[int, Cell]]:
+    """By pack (its position in `bounds`): the stored cells of the packs the write
+    touches, by start (those the write merged too are overwritten by the caller)."""
     mine = [(key, cell) for key, cell in stored.items() if key[1] == cells.res]
-    if not mine or not cells.metric:
-        return cells
-    start = np.asarray(cells.start, dtype=np.int64)
-    bounds = _runs(cells.metric, start - start % width)
-    packs = {(cells.metric[p], cells.start[p] - cells.start[p] % width): p for p in bounds}
-    ends = dict(zip(bounds, [*bounds[1:], len(cells.metric)], strict=True))
-    extra = []
+    if not mine:
+        return {}
+    packs = {
+        (cells.metric[p], cells.start[p] - cells.start[p] % width): k for k, p in enumerate(bounds)
+    }
+    out: dict[int, dict[int, Cell]] = {}
     for (mid, _, s), cell in mine:
-        p = packs.get((mid, s - s % width))
-        if p is not None and s not in cells.start[p : ends[p]]:
-            extra.append(((mid, s), cell))
-    if not extra:
-        return cells
-    metric = [*cells.metric, *(mid for (mid, _), _ in extra)]
-    starts = [*cells.start, *(s for (_, s), _ in extra)]
-    order = np.lexsort((np.asarray(starts), np.asarray(metric))).tolist()
-    written: tuple[list[Any], ...] = (
-        cells.count,
-        cells.sum,
-        cells.min,
-        cells.max,
-        cells.summary,
-    )
-    columns = [[*column, *(cell[i] for _, cell in extra)] for i, column in enumerate(written)]
-    count, total, low, high, summary = ([column[i] for i in order] for column in columns)
-    return Merged(
-        cells.res,
-        [metric[i] for i in order],
-        [starts[i] for i in order],
-        count,
-        total,
-        low,
-        high,
-        summary,
-    )
+        k = packs.get((mid, s - s % width))
+        if k is not None:
+            out.setdefault(k, {})[s] = cell
+    return out
 
 
 def _scatter(buf: NDArray[np.uint8], at: NDArray[np.int64], values: NDArray[Any]) -> None:
