@@ -11,7 +11,7 @@ from operator import attrgetter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from glowing_fiesta.model import PointBatch
+from glowing_fiesta.model import MetricType, PointBatch
 
 _type_of = attrgetter("type")
 
@@ -38,6 +38,11 @@ class Telemetry:
         self.points_ingested = Counter(
             "gf_points_ingested", "Points acknowledged, by metric type.", ["type"], registry=r
         )
+        # Labelled children kept: `labels()` looks them up under a lock, and three lookups
+        # were ~4 µs of the ~40 µs a single write costs the app. Routes, statuses and
+        # types are few, so these stay small.
+        self._points_children: dict[MetricType, Counter] = {}
+        self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.queue_depth = Gauge("gf_queue_depth", "Batches waiting for a writer.", registry=r)
         self.writer_batch_points = Histogram(
             "gf_writer_batch_points",
@@ -71,5 +76,26 @@ class Telemetry:
         """Count acknowledged points by type (one increment per type, not per point).
         Tallied in C: a generator reading each point's `type.value` was ~10% of `serve`'s
         event loop under bulk ingest."""
-        for mtype, n in Tally(map(_type_of, batch.points)).items():
-            self.points_ingested.labels(mtype.value).inc(n)
+        points = batch.points
+        if len(points) == 1:  # a single write: no tally
+            self._points_of(points[0].type).inc()
+            return
+        for mtype, n in Tally(map(_type_of, points)).items():
+            self._points_of(mtype).inc(n)
+
+    def request_done(self, route: str, status: int, seconds: float) -> None:
+        """Count an answered request and time it."""
+        children = self._request_children.get((route, status))
+        if children is None:
+            children = self._request_children[(route, status)] = (
+                self.requests.labels(route, str(status)),
+                self.request_seconds.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def _points_of(self, mtype: MetricType) -> Counter:
+        child = self._points_children.get(mtype)
+        if child is None:
+            child = self._points_children[mtype] = self.points_ingested.labels(mtype.value)
+        return child

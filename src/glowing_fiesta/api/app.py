@@ -53,8 +53,7 @@ class RequestTelemetry:
         finally:
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", "unmatched")
-            self.telemetry.requests.labels(route, str(status)).inc()
-            self.telemetry.request_seconds.labels(route).observe(time.perf_counter() - started)
+            self.telemetry.request_done(route, status, time.perf_counter() - started)
 
 
 def create_app(services: Services, lifecycle: Lifecycle) -> Starlette:
