@@ -4,6 +4,7 @@ then what only a broker can do: redelivery, backpressure, poison entries, outage
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -77,6 +78,26 @@ def test_claim_respects_max_points_but_always_gives_one(make_queue: QueueFactory
                 rest += await q.claim(max_points=100_000, timeout=1.0)
             await q.ack(first + rest, [None] * 3)
             await asyncio.gather(*puts)
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_whose_sender_gave_up_is_still_delivered(make_queue: QueueFactory) -> None:
+    """A request cancelled while its batch waits (its client went away) does not take
+    the batch out of the queue: the writer still gets it, and settling it is harmless."""
+
+    async def scenario() -> None:
+        async with started(make_queue()) as q:
+            sent = batch(2, "gone")
+            put = asyncio.create_task(q.put(sent))
+            await asyncio.sleep(0.05)
+            put.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await put
+            got = await q.claim(max_points=10_000, timeout=1.0)
+            assert [d.batch for d in got] == [sent]
+            await q.ack(got, [None])
+            assert await q.claim(max_points=10_000, timeout=0.05) == []
 
     asyncio.run(scenario())
 

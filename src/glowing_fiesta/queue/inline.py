@@ -46,8 +46,11 @@ class InlineQueue:
         self._items.append(Delivery(batch, token=done))
         self._points += len(batch.points)
         self._wake.set()
-        # Shielded: a client that disconnects must not cancel a write already queued.
-        await asyncio.shield(done)
+        # If the caller is cancelled (its client went away), so is `done`, but the batch
+        # stays queued and is written all the same; `ack` passes over a settled future.
+        # (Not `asyncio.shield`: its second future and callbacks were ~7% of a single
+        # write's cost to the app.)
+        await done
 
     async def claim(self, max_points: int, timeout: float) -> list[Delivery]:
         if not self._items:
