@@ -12,7 +12,7 @@ on which path wrote them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -133,9 +133,6 @@ class Folded:
     sum: list[float]
     min: list[float]
     max: list[float]
-
-    def keys(self) -> Iterator[tuple[int, int]]:
-        return zip(self.metric, self.start, strict=True)
 
 
 def fold(points: Points) -> list[Folded]:
