@@ -201,7 +201,10 @@ def _packs(cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell
             bounds, lasts, starts, offset.tolist(), (offset + size).tolist(), strict=True
         )
     ]
-    for k, held in _stored_in(cells, width, bounds, stored).items():
+    if not stored:
+        return rows
+    packs = {(metric[p], s): k for k, (p, s) in enumerate(zip(bounds, starts, strict=True))}
+    for k, held in _stored_in(res, width, packs, stored).items():
         p, q = bounds[k], lasts[k]
         for s, c, total, low, high, part in zip(
             cells.start[p:q],
@@ -225,18 +228,18 @@ def _runs(metric: list[int], first: NDArray[np.int64]) -> list[int]:
 
 
 def _stored_in(
-    cells: Merged, width: int, bounds: list[int], stored: Mapping[tuple[int, int, int], Cell]
+    res: int,
+    width: int,
+    packs: dict[tuple[int, int], int],
+    stored: Mapping[tuple[int, int, int], Cell],
 ) -> dict[int, dict[int, Cell]]:
-    """By pack (its position in `bounds`): the stored cells of the packs the write
-    touches, by start (those the write merged too are overwritten by the caller)."""
-    mine = [(key, cell) for key, cell in stored.items() if key[1] == cells.res]
-    if not mine:
-        return {}
-    packs = {
-        (cells.metric[p], cells.start[p] - cells.start[p] % width): k for k, p in enumerate(bounds)
-    }
+    """By pack (its position in `packs`, keyed by metric and pack start): the stored
+    cells of resolution `res` in those packs, by start (those the write merged too are
+    overwritten by the caller)."""
     out: dict[int, dict[int, Cell]] = {}
-    for (mid, _, s), cell in mine:
+    for (mid, cell_res, s), cell in stored.items():
+        if cell_res != res:
+            continue
         k = packs.get((mid, s - s % width))
         if k is not None:
             out.setdefault(k, {})[s] = cell
