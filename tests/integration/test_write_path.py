@@ -50,14 +50,15 @@ def test_a_failed_commit_is_a_503_and_nothing_is_acknowledged(
     key = make_key()
     path = database_url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as db:
-        db.execute("ALTER TABLE metric_points RENAME TO broken")
+        db.execute("ALTER TABLE metrics RENAME TO broken")
     r = client.post("/api/metrics/counter", json={"metric": "w"}, headers=bearer(key))
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "unavailable"
     assert int(r.headers["Retry-After"]) >= 1
     with sqlite3.connect(path) as db:
-        db.execute("ALTER TABLE broken RENAME TO metric_points")
+        db.execute("ALTER TABLE broken RENAME TO metrics")
         assert db.execute("SELECT count(*) FROM metrics").fetchone() == (0,)
+    assert client.get("/api/metrics/w", headers=bearer(key)).status_code == 404
     # The writer survived the failure and the service recovers by itself.
     r = client.post("/api/metrics/counter", json={"metric": "w"}, headers=bearer(key))
     assert r.status_code == 202

@@ -1,5 +1,5 @@
-"""The embedded writer in a process of its own: it writes, and its death loses nothing
-that was acknowledged."""
+"""The embedded writer in a process of its own, and the rollup process it starts: they
+write, and the death of either loses nothing that was acknowledged."""
 
 from __future__ import annotations
 
@@ -127,7 +127,6 @@ async def day_count(storage: SqlStorage, name: str) -> int:
     return sum(row[1] for row in reads[0])
 
 
-# A write of more than ROLLUP_AT_ONCE points has its cells written later, with others'.
 @pytest.mark.parametrize("points", [1, 600])
 def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings, points: int) -> None:
     async def scenario() -> list[int]:
@@ -146,7 +145,7 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings, poi
     assert asyncio.run(scenario()) == [points, 2 * points, 3 * points]
 
 
-@pytest.mark.parametrize("points", [1, 600])  # written at once, and on the timer
+@pytest.mark.parametrize("points", [1, 600])
 def test_the_writer_writes_cells_without_being_asked(settings: Settings, points: int) -> None:
     async def scenario() -> int:
         async with serving(settings) as (components, _):
@@ -182,92 +181,95 @@ def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settin
     assert asyncio.run(scenario()) == 20 * 600
 
 
-def test_a_lone_small_write_keeps_its_cells_and_grouped_or_big_ones_wait(
-    database_url: str,
+def rollup_pid(storage: SqlStorage) -> int:
+    """The rollup process: the writer process's child."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        writer = storage.writer_pid
+        assert writer is not None
+        with open(f"/proc/{writer}/task/{writer}/children") as f:
+            children = f.read().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.05)
+    raise AssertionError("no rollup process")
+
+
+async def wait_for_day_count(onlooker: SqlStorage, name: str, points: int) -> int:
+    """`name`'s day count once it reaches `points` (at most 10 s), read by a storage
+    that does not flush."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        metric = await onlooker.get_metric(name)
+        if metric is not None and await day_count(onlooker, name) == points:
+            break
+        await asyncio.sleep(0.05)
+    return await day_count(onlooker, name)
+
+
+def test_a_killed_rollup_process_loses_nothing_and_is_started_again(
+    settings: Settings,
 ) -> None:
-    from glowing_fiesta.storage.base import WriteItem
-    from glowing_fiesta.storage.columns import Columns
-    from glowing_fiesta.storage.process import ROLLUP_AT_ONCE, _defer
+    async def scenario() -> tuple[int, int, int, int]:
+        async with serving(settings) as (components, storage):
+            await asyncio.gather(*(components.queue.put(batch("rk", points=600)) for _ in range(5)))
+            first = rollup_pid(storage)
+            os.kill(first, signal.SIGKILL)
+            await asyncio.sleep(0.1)
+            # Its writes are rolled up by the writer itself for this query.
+            seen = await day_count(storage, "rk")
+            await asyncio.gather(*(components.queue.put(batch("rk", points=600)) for _ in range(5)))
+            onlooker = SqlStorage(settings.database_url)
+            try:
+                # Rolled up without a query asking: the writer started a new one.
+                later = await wait_for_day_count(onlooker, "rk", 6000)
+            finally:
+                await onlooker.close()
+            return first, rollup_pid(storage), seen, later
 
-    def cols(*batches: PointBatch) -> list[Columns]:
-        return [Columns.of(WriteItem(b)) for b in batches]
-
-    store = SqlStorage(database_url)
-    try:
-        one = cols(batch("light"))
-        assert not _defer(store, one)  # nothing waits: a lone write keeps its cells
-        assert not _defer(store, cols(batch("light", points=ROLLUP_AT_ONCE)))
-        assert _defer(store, cols(batch("light", points=ROLLUP_AT_ONCE + 1)))
-        two = cols(batch("light"), batch("light"))
-        assert _defer(store, two)  # writes queued together: their cells wait
-        store.apply_now(two, defer_rollups=True)
-        assert store.backlog_points == 2
-        assert _defer(store, one)  # something waits: so does the next write
-    finally:
-        store.dispose()
-
-
-def test_the_childs_rollups_run_aside_while_writes_go_on(database_url: str) -> None:
-    from glowing_fiesta.storage.base import WriteItem
-    from glowing_fiesta.storage.columns import Columns
-    from glowing_fiesta.storage.process import _defer, _Rollups
-
-    store = SqlStorage(database_url)
-    rollups = _Rollups(store)
-    try:
-        grouped = [
-            Columns.of(WriteItem(batch("light"))),
-            Columns.of(WriteItem(batch("heavy", points=600))),
-        ]
-        store.apply_now(grouped, defer_rollups=_defer(store, grouped))
-        assert store.backlog_points == 601
-        rollups.start()
-        assert rollups.running()
-        one = [WriteItem(batch("light"))]
-        store.apply_now(one, defer_rollups=_defer(store, one))  # goes on meanwhile
-        assert rollups.finish()
-        assert store.backlog_points == 1  # the write made while it ran waits for the next
-        assert rollups.write()
-        assert store.backlog_points == 0
-        counts = {
-            name: asyncio.run(store.count_points(metric.id))
-            for name in ("light", "heavy")
-            if (metric := asyncio.run(store.get_metric(name))) is not None
-        }
-        assert counts == {"light": 2, "heavy": 600}
-        assert asyncio.run(day_count(store, "light")) == 2
-    finally:
-        rollups.close()
-        store.dispose()
+    first, second, seen, later = asyncio.run(scenario())
+    assert second != first
+    assert (seen, later) == (3000, 6000)
 
 
-def test_a_rollup_that_fails_on_the_thread_keeps_its_writes(database_url: str) -> None:
-    import select
+def test_a_rollup_that_fails_keeps_its_writes_and_is_tried_again(settings: Settings) -> None:
     import sqlite3
 
     from glowing_fiesta.aggregate import VALUES_TAG
-    from glowing_fiesta.storage.base import WriteItem
-    from glowing_fiesta.storage.process import _Rollups
 
-    store = SqlStorage(database_url)
-    rollups = _Rollups(store)
-    try:
-        item = batch("broken", MetricType.VALUE, points=600)
-        store.apply_now([WriteItem(item)], defer_rollups=True)
-        metric = asyncio.run(store.get_metric("broken"))
-        assert metric is not None
-        day = int(item.points[0].timestamp) // 86400 * 86400
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
-            db.execute(  # a stored cell the merge refuses
-                "INSERT INTO rollups VALUES (?, 86400, ?, 1, 1.0, 1.0, 1.0, ?)",
-                (metric.id, day, bytes([VALUES_TAG, 1, 2])),
-            )
-        rollups.start()
-        assert rollups.running()
-        assert not rollups.finish()
-        assert store.backlog_points == 600  # kept, to be tried again
-        assert not select.select([rollups.done], [], [], 0)[0]  # the loop will not spin
-        assert rollups.due_in() is not None  # tried again after a pause
-    finally:
-        rollups.close()
-        store.dispose()
+    async def scenario() -> tuple[int, int]:
+        async with serving(settings) as (components, storage):
+            await components.queue.put(batch("ok", MetricType.VALUE))
+            await day_count(storage, "ok")  # rolled up: the metrics and their cells exist
+            sent = batch("broken", MetricType.VALUE, points=600)
+            day = int(sent.points[0].timestamp) // 86400 * 86400
+            with sqlite3.connect(settings.database_url.removeprefix("sqlite:///")) as db:
+                db.execute(  # a stored cell the merge refuses
+                    "INSERT INTO metrics (name, type, stat_key, created_at)"
+                    " VALUES ('broken', 'value', 'k', 0)"
+                )
+                db.execute(
+                    "INSERT INTO rollups SELECT id, 86400, ?, 1, 1.0, 1.0, 1.0, ?"
+                    " FROM metrics WHERE name = 'broken'",
+                    (day, bytes([VALUES_TAG, 1, 2])),
+                )
+            await components.queue.put(sent)
+            await asyncio.sleep(0.6)  # the rollup process tried, and failed
+            # A query goes ahead without the cells it cannot have (the stored cell only),
+            # within seconds: the writer stops waiting for rollups that do not progress.
+            started = time.monotonic()
+            assert await day_count(storage, "broken") == 1
+            assert time.monotonic() - started < 5
+            onlooker = SqlStorage(settings.database_url)
+            try:
+                assert await onlooker.count_points() == 1  # only "ok": nothing half-written
+                with sqlite3.connect(settings.database_url.removeprefix("sqlite:///")) as db:
+                    db.execute("DELETE FROM rollups WHERE sketch = ?", (bytes([VALUES_TAG, 1, 2]),))
+                # Tried again after a pause, without a query asking.
+                return await wait_for_day_count(
+                    onlooker, "broken", 600
+                ), await onlooker.count_points()
+            finally:
+                await onlooker.close()
+
+    assert asyncio.run(scenario()) == (600, 601)

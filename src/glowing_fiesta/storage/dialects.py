@@ -118,15 +118,60 @@ def configure(engine: Engine, *, writer: bool, sqlite_synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        immediate = writer and not conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_READ_ONLY = "gf_read_only"
+
+
+def read_only(conn: Connection) -> Connection:
+    """`conn` (a writer's) with transactions that take no write lock until they write
+    (SQLite: a deferred BEGIN); a no-op elsewhere."""
+    return conn.execution_options(**{_READ_ONLY: True})
+
+
+def sync_wal(engine: Engine) -> None:
+    """Flush to the disk what SQLite wrote to the WAL so far (SQLite: the WAL file's
+    fsync; elsewhere nothing to do).
+
+    Under `synchronous=NORMAL` a commit reaches the disk only at the next checkpoint.
+    Before the journal's rolled-up writes are deleted (in another file, whose deletion
+    may reach the disk first), the rollup that covers them must be there: a power loss
+    in between would otherwise lose writes acknowledged long before it.
+    """
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        return
+    try:
+        fd = os.open(f"{path}-wal", os.O_RDONLY)
+    except FileNotFoundError:  # checkpointed and removed: everything is in the file
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def journal_path(url: URL) -> str | None:
+    """Where the journal (storage/journal.py) of a SQLite database file lives; None for
+    other engines and in-memory databases, which write every write's cells with it."""
+    path = url.database
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+    if url.query.get("mode") == "memory" or path.startswith("file::memory:"):
+        return None
+    return f"{path}-pending"
 
 
 BUSY_TIMEOUT_MS = 30_000
-# Page caches. The writer's filled to its size during the bench's ingest, and 32 MiB
-# instead of 64 took 20 MB off the writer process's peak with ingest unchanged (three
-# alternating runs each: 417, 439, 431 against 425, 422, 442 thousand points/s): its
-# commits touch the newest pages, which stay cached either way.
-WRITER_CACHE_KIB = 32 * 1024
+# Page caches. A writing connection's fills to its size during the bench's ingest, and
+# its commits touch the newest pages, which stay cached either way: 32 MiB instead of 64
+# took 20 MB off the writer's peak with ingest unchanged (three alternating runs each:
+# 417, 439, 431 against 425, 422, 442 thousand points/s), and 16 instead of 32 took 15 MB
+# off the rollup process's (536 and 539 against 520-535 thousand points/s; 8 MiB: ~4%
+# slower).
+WRITER_CACHE_KIB = 16 * 1024
 READER_CACHE_KIB = 64 * 1024
 # The page size of a new database. Rollup rows (a minute pack of sketches is often
 # over the ~1 KB a 4 KiB page keeps inline) spill into overflow pages less: the bench's

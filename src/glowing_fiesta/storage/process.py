@@ -10,14 +10,12 @@ Wire: each message is a 4-byte big-endian length and a msgpack body. The parent 
 a request — `apply` with a list of batches as `Columns`, or `flush` — and the child answers
 with one result per item (or an error) and the number of points whose cells wait.
 
-Rollups: on SQLite the child commits a write's points as one pending row before
-answering and writes the raw blocks and rollup cells of many writes together, when
-ROLLUP_POINTS have gathered or the oldest has waited ROLLUP_SECONDS (SqlStorage.apply_now
-says why). The child computes a rollup on a thread while it goes on committing writes,
-then writes it. A read in the parent first sends `flush` if some may be waiting, so it
-sees every acknowledged write. A write whose blocks and cells were never written (the child
-died) is still pending in the database, and the next child writes them before anything
-else.
+Rollups: on SQLite the child commits a write's points to the journal (storage/journal.py)
+before answering; the rollup process it starts beside itself (storage/roller.py) writes
+the raw blocks and rollup cells of many writes together. A read in the parent first
+sends `flush` if some may be waiting, and the child rolls up what is left, so that the
+read sees every acknowledged write. Writes whose blocks and cells were never written (a
+process died) are still in the journal, and the next rollup writes them.
 
 Failure: if the child dies, the `apply` in flight fails with `Unavailable` (its
 requests get a 503 and were never acknowledged; a commit that did land before the
@@ -29,15 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import select
-import signal
 import socket
+import sqlite3
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -45,50 +41,32 @@ import structlog
 
 from glowing_fiesta.errors import Detail, TypeConflict, Unavailable
 from glowing_fiesta.storage.columns import Columns
+from glowing_fiesta.storage.roller import ROLLUP_POINTS, Config, Roller, quiet_child
 
 if TYPE_CHECKING:
-    from glowing_fiesta.storage.sql import PreparedRollup, SqlStorage
+    from glowing_fiesta.storage.sql import SqlStorage
 
 log = structlog.get_logger(__name__)
 
 _LENGTH = struct.Struct(">I")
 _STOP_SECONDS = 30.0
-# When the child writes deferred blocks and rollup cells. Measured on the bench's data: cells of
-# 10,000 points written together cost 3.6 µs a point, of 20,000 3.1, of 50,000 2.8;
-# a query never waits for this (it flushes), only the next write does.
-ROLLUP_POINTS = 50_000
-ROLLUP_SECONDS = 0.25
-# A write of at most this many points, alone (not grouped with others) and with nothing
-# deferred, writes its cells in its own transaction, as on server engines. A few points
-# have about one cell each, so gathering them saves nothing, while a second commit per
-# write costs WAL pages: under 1,000 single writes/s the WAL grew ~40% faster with every
-# write split in two, and its restarts (tens of ms, every write waiting) came that much
-# more often.
-ROLLUP_AT_ONCE = 500
-# While a rollup is being computed, writes go on; past this many points waiting the
-# child stops taking writes until it is written, so the backlog (in memory and in the
-# pending table) stays bounded when writes outrun rollups.
+# While this many points wait in the journal, the child takes no write until the rollup
+# process catches up, so that the backlog (the journal, and what a flush must roll up)
+# stays bounded when writes outrun rollups.
 ROLLUP_LIMIT = 4 * ROLLUP_POINTS
+# When this process rolls up itself (see `_flush`), this many points at a time.
+FLUSH_POINTS = 25_000
+_FLUSH_POLL_SECONDS = 0.002
+# A rollup of ROLLUP_MAX_POINTS takes ~0.2 s here; one that fails is tried again after 1 s.
+_FLUSH_STALL_SECONDS = 1.5
+# How often the child looks at how far the rollups got (see `SqlStorage.observe_rollups`).
+_OBSERVE_SECONDS = 0.1
 _RETRY_SECONDS = 1.0
-# The child's GIL switch interval. A write's transaction gives up the GIL in every
-# SQLite call; with the default 5 ms, each time it could wait that long for the rollup
-# thread to hand it back. Measured (bench ingest, 2 runs): 5 ms 232k points/s (as with
-# no thread), 0.5 ms 245k, 0.1 ms 245k.
-SWITCH_SECONDS = 0.0001
 
 
 class _Conflict(msgspec.Struct, array_like=True):
     message: str
     details: list[Detail]
-
-
-class _Config(msgspec.Struct):
-    """The child's first message: what to open and how to log."""
-
-    url: str
-    sqlite_synchronous: str
-    log_level: str
-    log_format: str
 
 
 class _Request(msgspec.Struct, array_like=True):
@@ -116,7 +94,7 @@ class WriteProcess:
     def __init__(
         self, url: str, *, sqlite_synchronous: str, log_level: str, log_format: str
     ) -> None:
-        self._config = _encoder.encode(_Config(url, sqlite_synchronous, log_level, log_format))
+        self._config = _encoder.encode(Config(url, sqlite_synchronous, log_level, log_format))
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -139,8 +117,8 @@ class WriteProcess:
             )
         self._proc = proc
         self._reader, self._writer = await asyncio.open_connection(sock=mine)
-        # A new child first writes the cells its predecessor left (the rollup backlog),
-        # and a query must wait for that: the first `settle` asks.
+        # Its predecessor may have left writes in the journal whose cells are not
+        # written, and a query must wait for them: the first `settle` asks.
         self._dirty = True
         self._writer.write(_frame(self._config))
         log.info("writer_process_started", pid=proc.pid)
@@ -224,151 +202,94 @@ class WriteProcess:
 
 def _serve(sock: socket.socket) -> None:
     """The child: apply what the parent sends until it closes the socket."""
-    # Ctrl-C and SIGTERM reach the whole process group; the parent decides when the
-    # writer stops (by closing the socket, after its last commit).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.setswitchinterval(SWITCH_SECONDS)
+    quiet_child()
     from glowing_fiesta.logs import configure
     from glowing_fiesta.storage.sql import SqlStorage  # the parent's module imports us
-
-    # As in `serve` (bootstrap._calm_garbage_collector): what start-up loaded is moved
-    # out of the collector's sight, and young collections run every 50,000 allocations.
-    # Each write builds and frees thousands of objects by reference counting; at the
-    # default threshold, collections walked the rollup's live cells again and again.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
     with sock:
         config = _read(sock)
         if config is None:
             return
-        settings = msgspec.msgpack.decode(config, type=_Config)
+        settings = msgspec.msgpack.decode(config, type=Config)
         configure(settings.log_level, settings.log_format)
         storage = SqlStorage(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
-        rollups = _Rollups(storage)
-        rollups.recover()
-        while True:
-            wait = rollups.due_in()
-            if wait is not None and wait <= 0:
-                rollups.start()
-                continue
-            if rollups.running() and storage.backlog_points >= ROLLUP_LIMIT:
-                rollups.finish()
-                continue
-            ready = select.select([sock, rollups.done], [], [], wait)[0]
-            if rollups.done in ready:
-                rollups.finish()
-            if sock not in ready:
-                continue
-            body = _read(sock)
-            if body is None:
-                break
-            request = _request.decode(body)
-            if request.op == "flush":
-                reply = rollups.flush()
-            else:
-                reply = _apply(storage, request.items, defer=_defer(storage, request.items))
-            sock.sendall(_frame(_encoder.encode(reply)))
-        rollups.write()
-        rollups.close()
+        roller = Roller(config) if storage.can_defer_rollups else None
+        try:
+            _loop(sock, storage, roller)
+        finally:
+            if roller is not None:
+                roller.stop()
+            _flush(storage, None)  # what the rollup process left, if it failed
     storage.dispose()
 
 
-class _Rollups:
-    """The child's deferred blocks and cells: when to write them, and failures kept apart
-    from the writes (a failed rollup is tried again later; its writes are stored).
-
-    A rollup is computed on a thread (`SqlStorage.prepare_roll_up`) while the loop goes
-    on committing writes, and written by the loop once done (`done` becomes readable).
-    """
-
-    def __init__(self, storage: SqlStorage) -> None:
-        self.storage = storage
-        self.retry_at = 0.0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gf-rollup")
-        self.done, self._signal = socket.socketpair()
-        self._running: Future[PreparedRollup] | None = None
-
-    def running(self) -> bool:
-        return self._running is not None
-
-    def due_in(self) -> float | None:
-        """Seconds until the next rollup should start; None when there is nothing to
-        start (nothing waits, or one is running)."""
-        if self._running is not None or not self.storage.backlog_points:
-            return None
-        if self.storage.backlog_points >= ROLLUP_POINTS:
-            return self.retry_at - time.monotonic()
-        due = max(self.storage.backlog_since + ROLLUP_SECONDS, self.retry_at)
-        return due - time.monotonic()
-
-    def start(self) -> None:
-        """Start computing the rollup of every write deferred so far."""
-        future = self._pool.submit(
-            self.storage.prepare_roll_up,
-            self.storage.backlog_snapshot(),
-            self.storage.rollup_seen,
-        )
-        future.add_done_callback(lambda _: self._signal.send(b"."))
-        self._running = future
-
-    def finish(self) -> bool:
-        """Wait for the running rollup, if any, and write it."""
-        future, self._running = self._running, None
-        if future is None:
-            return True
-        # Its signal, sent once it is done whichever way (a byte left unread would keep
-        # `done` readable for ever): also how this waits for it.
-        self.done.recv(1)
-        return self._attempt(lambda: self.storage.write_roll_up(future.result()))
-
-    def write(self) -> bool:
-        """Write every deferred write's blocks and cells now."""
-        return self.finish() and self._attempt(self.storage.roll_up_now)
-
-    def _attempt(self, rollup: Callable[[], int]) -> bool:
-        """Run `rollup`; if it fails, log it and try again after a pause."""
-        try:
-            rollup()
-        except Exception:
-            log.exception("rollup_write_failed")
-            self.retry_at = time.monotonic() + _RETRY_SECONDS
-            return False
-        return True
-
-    def close(self) -> None:
-        self._pool.shutdown()
-        self.done.close()
-        self._signal.close()
-
-    def recover(self) -> None:
-        try:
-            self.storage.recover_now()
-        except Exception:  # the writes must go on; the backlog stays for the next try
-            log.exception("rollup_recovery_failed")
-
-    def flush(self) -> _Reply:
-        if not self.write():
-            return _Reply(error="failed", message="rollup cells could not be written")
-        return _Reply(backlog=self.storage.backlog_points)
+def _loop(sock: socket.socket, storage: SqlStorage, roller: Roller | None) -> None:
+    observed = time.monotonic()
+    while True:
+        if roller is not None:
+            roller.ensure()
+        if storage.backlog_points >= ROLLUP_LIMIT:
+            _catch_up(storage, roller)
+            observed = time.monotonic()
+            continue
+        ready = select.select([sock], [], [], _OBSERVE_SECONDS)[0]
+        if time.monotonic() - observed >= _OBSERVE_SECONDS:
+            # Keeps `backlog_points` (and what the child remembers of its writes) short.
+            _observe(storage)
+            observed = time.monotonic()
+        if not ready:
+            continue
+        body = _read(sock)
+        if body is None:
+            return
+        request = _request.decode(body)
+        flush = request.op == "flush"
+        reply = _flush(storage, roller) if flush else _apply(storage, request.items)
+        sock.sendall(_frame(_encoder.encode(reply)))
 
 
-def _defer(storage: SqlStorage, items: list[Columns]) -> bool:
-    """Whether this write's cells wait to be written with others': while others wait,
-    for a big write, and for writes the parent grouped (a group means writes queue).
+def _catch_up(storage: SqlStorage, roller: Roller | None) -> None:
+    """Past ROLLUP_LIMIT: wait for the rollup process to bring the backlog under it, or
+    roll up here if that process is not running or makes no progress (its rollups
+    fail); after a failure here too, pause before the next try."""
+    if roller is not None:
+        _wait_for_rollups(storage, roller, until=ROLLUP_LIMIT)
+    if storage.backlog_points >= ROLLUP_LIMIT and _flush(storage, None).error is not None:
+        time.sleep(_RETRY_SECONDS)
 
-    A small write's own cells cost the writer ~3 ms on a slow machine (the day, hour and
-    quarter-hour sketches merged and encoded again), so under 1,000 single writes/s
-    groups formed and every commit paid it. Gathering the cells of grouped writes on the
-    rollup thread, in alternating bench runs: open-loop p50 5.9-16.9 -> 2.7-6.1 ms, p99
-    median of eight 31.5 -> 25.4 ms (docs/performance.md has every run)."""
-    if not storage.can_defer_rollups:
-        return False
-    if storage.backlog_points or len(items) > 1:
-        return True
-    return sum(len(item) for item in items) > ROLLUP_AT_ONCE
+
+def _observe(storage: SqlStorage) -> None:
+    try:
+        storage.observe_rollups()
+    except Exception:  # only bookkeeping: the next look may succeed
+        log.exception("rollup_observe_failed")
+
+
+def _flush(storage: SqlStorage, roller: Roller | None) -> _Reply:
+    """Have every journaled write rolled up: by the rollup process (this one never holds
+    a rollup's cells, which would count against the service's memory goal twice) or,
+    when it is not running or makes no progress, here, FLUSH_POINTS at a time."""
+    try:
+        if roller is not None and storage.backlog_points and roller.hurry():
+            _wait_for_rollups(storage, roller)
+        while storage.roll_up_now(FLUSH_POINTS):
+            pass
+    except Exception:
+        log.exception("rollup_write_failed")
+        return _Reply(error="failed", message="rollup cells could not be written")
+    return _Reply(backlog=storage.backlog_points)
+
+
+def _wait_for_rollups(storage: SqlStorage, roller: Roller, *, until: int = 1) -> None:
+    """Until fewer than `until` of the points this process journaled wait to be rolled
+    up, the rollup process died, or it made no progress for _FLUSH_STALL_SECONDS (its
+    rollups fail)."""
+    left, since = storage.backlog_points, time.monotonic()
+    while left >= until and roller.alive() and time.monotonic() - since < _FLUSH_STALL_SECONDS:
+        time.sleep(_FLUSH_POLL_SECONDS)
+        storage.observe_rollups()
+        if storage.backlog_points < left:
+            left, since = storage.backlog_points, time.monotonic()
 
 
 def _read(sock: socket.socket) -> bytes | None:
@@ -393,13 +314,13 @@ def _recv(sock: socket.socket, size: int) -> bytes | None:
     return bytes(buf)
 
 
-def _apply(storage: SqlStorage, items: list[Columns], *, defer: bool) -> _Reply:
+def _apply(storage: SqlStorage, items: list[Columns]) -> _Reply:
     from sqlalchemy.exc import OperationalError
 
     try:
-        results = storage.apply_now(items, defer_rollups=defer)
-    except OperationalError as exc:
-        log.warning("writer_commit_refused", error=str(exc.orig))
+        results = storage.apply_now(items, defer_rollups=True)
+    except (OperationalError, sqlite3.OperationalError) as exc:
+        log.warning("writer_commit_refused", error=str(getattr(exc, "orig", exc)))
         return _Reply(
             error="unavailable",
             message="the database is not accepting writes",

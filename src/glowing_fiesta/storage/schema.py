@@ -78,11 +78,11 @@ rollups = Table(
     sqlite_with_rowid=False,
 )
 
-# Writes committed whose blocks and rollup cells are still to be written: the embedded
-# writer commits a write's points as one row here and writes the blocks and cells of
-# many writes together a little later (see `SqlStorage.apply_now`). A row is deleted in
-# the transaction that writes its blocks and cells, so after a crash whoever finds it
-# writes them.
+# Superseded by the journal (migration 0005); only recovery reads it, so that a
+# database left with writes pending loses none on upgrade. The embedded writer of
+# migrations 0003-0004 committed a write's points as one row here and wrote their
+# blocks and cells, many writes together, a little later, deleting the rows in the
+# same transaction.
 pending_points = Table(
     "pending_points",
     metadata,
@@ -92,6 +92,16 @@ pending_points = Table(
     # Ids are never reused, even after the table empties (SQLite reuses a plain rowid):
     # a writer tells its own rows still pending from rows recovered by someone else by id.
     sqlite_autoincrement=True,
+)
+
+# How far the writes of each journal (storage/journal.py, the SQLite file beside the
+# database that superseded `pending_points`) are rolled up: the last journal id whose
+# blocks and cells are written, set in the transaction that writes them.
+journal_marks = Table(
+    "journal_marks",
+    metadata,
+    Column("journal", String(32), primary_key=True),
+    Column("rolled_up_to", BigInteger, nullable=False),
 )
 
 # Superseded by `pending_points` (migration 0003): ranges of block ids whose cells were

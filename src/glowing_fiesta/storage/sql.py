@@ -8,11 +8,14 @@ pool with pooled connections. Dialect differences are delegated to `dialects`.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -36,9 +39,11 @@ from glowing_fiesta.model import ApiKey, Metric, MetricType, Resolution, Scope
 from glowing_fiesta.storage import blocks, cellpacks, dialects
 from glowing_fiesta.storage.base import CellRow, Read, StorageStats, WriteItem
 from glowing_fiesta.storage.columns import Columns
+from glowing_fiesta.storage.journal import Journal
 from glowing_fiesta.storage.process import WriteProcess
 from glowing_fiesta.storage.schema import (
     api_keys,
+    journal_marks,
     metric_points,
     metrics,
     pending_points,
@@ -65,16 +70,13 @@ _CELLS_IN_RANGE = select(rollups).where(
     rollups.c.res == bindparam("res"),
     rollups.c.bucket.between(bindparam("lo"), bindparam("hi")),
 )
-_PEND = pending_points.insert()
-_PENDING_IN = select(pending_points.c.id).where(
-    pending_points.c.id.in_(bindparam("ids", expanding=True))
-)
 _FORGET_PENDING = delete(pending_points).where(
     pending_points.c.id.in_(bindparam("ids", expanding=True))
 )
 _FORGET_LEGACY = delete(rollup_backlog).where(
     rollup_backlog.c.first_block.in_(bindparam("firsts", expanding=True))
 )
+_FORGET_EVERY = 256  # journal rows; see `roll_up_now`
 _CHUNK = 500  # keeps IN lists under every engine's parameter limit
 _RETRIES = 5
 _DAY = 86400
@@ -83,32 +85,6 @@ _DAY = 86400
 def _chunks(seq: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
-
-
-@dataclass(frozen=True, slots=True)
-class _Deferred:
-    """A committed write whose blocks and cells are not written yet: its `pending_points`
-    row, its points and when it was committed (`time.monotonic()`)."""
-
-    id: int
-    points: rollup.Pending
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedRollup:
-    """The blocks and cells of some deferred writes, computed by `prepare_roll_up`
-    outside the write transaction from the stored cells as they were then."""
-
-    backlog: list[_Deferred]  # the writes asked for
-    present: set[int]  # those still pending then
-    folded: list[rollup.Folded]
-    stored: dict[tuple[int, int, int], rollup.Stored]
-    blocks: list[tuple[int, float, float, int, bytes]]
-    cells: list[rollup.Row]
-    last_times: dict[int, float]
-    points: int
-    seen: object = None  # `SqlStorage.rollup_seen` when it was asked for
 
 
 def _metric(row: Any) -> Metric:
@@ -192,25 +168,38 @@ class SqlStorage:
         )
         self._raw_reads = 0
         self._cell_reads = 0
-        self._backlog: list[_Deferred] = []
+        # The journal (embedded SQLite only), opened on first use; the writes this storage
+        # appended to it, as (id, points), until it sees them rolled up; and the journal's
+        # mark (see journal.py) as it last saw it.
+        self._journal_path = dialects.journal_path(self.url)
+        self._journal: Journal | None = None
+        self._appended: collections.deque[tuple[int, int]] = collections.deque()
+        self._appended_points = 0
+        self._mark = 0
+        self._forgotten = 0  # the mark up to which this storage deleted journal rows
+        self._read_mark_stmt = select(journal_marks.c.rolled_up_to).where(
+            journal_marks.c.journal == bindparam("journal")
+        )
+        self._set_mark = dialects.upsert(
+            self._write_engine, journal_marks, ["journal"], ["rolled_up_to"]
+        )
         # Metrics by name, as the writer last read or created them, while no other
         # connection has committed (see `_metrics_for_write`).
         self._data_version = dialects.data_version_sql(self._write_engine)
         self._metric_cache: dict[str, Metric] = {}
         self._metric_cache_version: object = None
-        self._seen_version: tuple[object, object] | None = None
-        self._rewrites = 0  # see `rollup_seen`
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _write_now(self, fn: Callable[[Connection], T], *, pending_only: bool = False) -> T:
-        """Run `fn` in one transaction on the calling thread. `pending_only`: it writes
-        no blocks or cells and deletes no pending rows (see `rollup_seen`).
+    def _write_now(self, fn: Callable[[Connection], T], *, journal_locked: bool = False) -> T:
+        """Run `fn` in one transaction on the calling thread. `journal_locked`: holding
+        the journal's write lock meanwhile (see `delete_metric`).
 
         A transaction chosen as a deadlock victim (two workers writing overlapping
         metrics on a server engine) is rolled back whole, so running it again is safe.
         """
-        try:
+        journal = self._open_journal() if journal_locked else None
+        with journal.locked() if journal is not None else contextlib.nullcontext():
             for attempt in range(_RETRIES):
                 try:
                     with self._write_engine.begin() as conn:
@@ -221,16 +210,18 @@ class SqlStorage:
                     if attempt == _RETRIES - 1 or not dialects.is_retryable(exc):
                         raise
                     time.sleep(0.01 * (attempt + 1))
-            raise AssertionError("unreachable")  # pragma: no cover
-        finally:
-            if not pending_only:
-                self._rewrites += 1
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _write(self, fn: Callable[[Connection], T]) -> T:
+    def _open_journal(self) -> Journal | None:
+        if self._journal is None and self._journal_path is not None:
+            self._journal = Journal(self._journal_path, synchronous=self._synchronous)
+        return self._journal
+
+    async def _write(self, fn: Callable[[Connection], T], *, journal_locked: bool = False) -> T:
         """`_write_now` on the writer thread."""
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._writer, self._write_now, fn
+                self._writer, functools.partial(self._write_now, fn, journal_locked=journal_locked)
             )
         except OperationalError as exc:
             raise Unavailable("the database is not accepting writes", 2) from exc
@@ -269,6 +260,9 @@ class SqlStorage:
     def dispose(self) -> None:
         """Close every connection (synchronously, for the writer process)."""
         self._writer.shutdown(wait=True)
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         self._write_engine.dispose()
         self._read_engine.dispose()
 
@@ -300,9 +294,7 @@ class SqlStorage:
         batches = [Columns.of(item) for item in items]
         if self._process is not None:
             return await self._process.apply(batches)
-        results, _, metrics = await self._write(
-            lambda conn: self._apply(conn, batches, defer=False)
-        )
+        results, metrics = await self._write(lambda conn: self._apply(conn, batches))
         self._remember(metrics)
         return results
 
@@ -311,166 +303,152 @@ class SqlStorage:
     ) -> list[TypeConflict | None]:
         """`apply` on the calling thread (the writer process's loop).
 
-        With `defer_rollups` (where `can_defer_rollups`), the transaction stores the
-        write's points as one `pending_points` row; `roll_up_now` writes the blocks and
-        cells of all the writes deferred so far in one go. Measured on the bench's data
-        (storage alone): a 2,000-point write costs 4 ms without its cells and 16 ms with
-        them, and the cells of 20,000 points written together cost 61 ms, because most
-        of a write's cells (its quarter-hour, hour and day cells) are the same cells as
-        the next write's. Blocks likewise: a write of 2,000 points over 100 metrics made
-        100 blocks of ~20 points, each a zlib call and a row in two indexes (a quarter
-        of the writer process's time under ingest); 50,000 points written together make
-        as many blocks of 25 times the points. Until then, `backlog_points` says how
-        many points wait; reads of the database see them once they are written.
+        With `defer_rollups` (where `can_defer_rollups`), the write's points are
+        committed as one row of the journal (storage/journal.py) and their blocks and
+        cells are written later, many writes together, by `roll_up_now` (in the rollup
+        process, see storage/roller.py). Measured on the bench's data (storage alone): a
+        2,000-point write costs 4 ms without its cells and 16 ms with them, and the cells
+        of 20,000 points written together cost 61 ms, because most of a write's cells
+        (its quarter-hour, hour and day cells) are the same cells as the next write's.
+        Blocks likewise: 50,000 points written together make as many blocks as one write
+        of 2,000 (~100, one per metric and day), of 25 times the points. Until then,
+        `backlog_points` says how many points wait; reads of the database see them once
+        they are written.
         """
-        defer = defer_rollups and self.can_defer_rollups
         batches = [i if isinstance(i, Columns) else Columns.of(i) for i in items]
-        results, deferred, metrics = self._write_now(
-            lambda conn: self._apply(conn, batches, defer=defer), pending_only=defer
-        )
+        # Redelivered batches' claims must commit with their points, in one file.
+        if defer_rollups and self.can_defer_rollups and not any(b.dedupe for b in batches):
+            return self._append(batches)
+        results, metrics = self._write_now(lambda conn: self._apply(conn, batches))
         self._remember(metrics)
-        if deferred is not None:
-            self._backlog.append(deferred)
+        return results
+
+    def _append(self, batches: list[Columns]) -> list[TypeConflict | None]:
+        """Commit the accepted points of `batches` to the journal.
+
+        The journal's write lock is held from reading the metrics' ids to the commit:
+        `delete_metric` takes it too, so a metric is never deleted (and its id given to a
+        new metric) between the two. The database's write lock is taken only when a
+        batch needs it (new metrics, dedupe claims): a rollup holds it for tens of ms.
+        """
+        journal = self._open_journal()
+        assert journal is not None  # noqa: S101 - can_defer_rollups
+        with journal.locked():
+            with self._write_engine.connect() as conn, dialects.read_only(conn).begin():
+                accepted = _discarding_on_error(
+                    conn, lambda c: self._accept(c, batches, write=False)
+                )
+            if accepted is None:
+                accepted = self._write_now(lambda conn: self._accept(conn, batches, write=True))
+            assert accepted is not None  # noqa: S101 - write=True always accepts
+            results, points, metrics = accepted
+            self._remember(metrics)  # committed (or only read)
+            if points is not None:
+                data = blocks.encode_pending(points.metric, points.time, points.value)
+                wid = journal.append(len(points), data)
+        if points is not None:
+            self._appended.append((wid, len(points)))
+            self._appended_points += len(points)
         return results
 
     @property
     def can_defer_rollups(self) -> bool:
-        return dialects.has_serial_ids(self._write_engine)
+        return self._journal_path is not None
 
     @property
     def backlog_points(self) -> int:
-        """Points committed by `apply_now` whose cells wait for `roll_up_now`."""
-        return sum(len(d.points) for d in self._backlog)
+        """Points this storage appended to the journal that it has not seen rolled up
+        (see `observe_rollups`)."""
+        return self._appended_points
 
-    @property
-    def backlog_since(self) -> float:
-        """`time.monotonic()` of the oldest write in the backlog (0 when empty)."""
-        return self._backlog[0].at if self._backlog else 0.0
+    def observe_rollups(self) -> None:
+        """Read how far the journal is rolled up (by any process), for `backlog_points`."""
+        journal = self._open_journal()
+        if journal is None:
+            return
+        with self._write_engine.connect() as conn, dialects.read_only(conn).begin():
+            self._saw_mark(self._read_mark(conn, journal))
 
-    def backlog_snapshot(self) -> list[_Deferred]:
-        """The writes deferred so far, for `prepare_roll_up`."""
-        return list(self._backlog)
+    def rollup_due(self, points: int, seconds: float) -> bool:
+        """Whether the journal holds `points` not rolled up, or some that waited
+        `seconds` (as far as this storage knows the mark)."""
+        journal = self._open_journal()
+        if journal is None:
+            return False
+        waiting, since = journal.waiting(self._mark)
+        return waiting >= points or (waiting > 0 and time.time() - since >= seconds)
 
-    @property
-    def rollup_seen(self) -> object:
-        """What this writer knows of the database's blocks, cells and pending rows: the
-        commits of other connections its connection has seen (SQLite's `data_version`,
-        as of its last write) and the count of its own transactions that could change
-        them. Equal later, nothing a rollup prepared in between read has changed; None
-        where the engine cannot tell."""
-        if self._seen_version is None:
-            return None
-        return (*self._seen_version, self._rewrites)
-
-    def prepare_roll_up(self, backlog: list[_Deferred], seen: object = None) -> PreparedRollup:
-        """The blocks and cells of `backlog`'s writes, computed on a read connection:
-        safe on another thread while the writer goes on committing writes, which is what
-        it is for (the writer process's rollups took ~140 ms, every write waiting).
-        `write_roll_up` writes the result. `seen`: `rollup_seen`, read before this
-        started, on the writer's thread."""
-
-        def run(conn: Connection) -> PreparedRollup:
-            present = self._present(conn, backlog)
-            mine = [d.points for d in backlog if d.id in present]
-            if not mine:
-                return PreparedRollup(backlog, present, [], {}, [], [], {}, 0, seen)
-            points = rollup.Points.concat(mine)
-            folded = rollup.fold(points)
-            stored = self._stored_cells(conn, folded)
-            return PreparedRollup(
-                backlog,
-                present,
-                folded,
-                stored,
-                self._block_rows(points),
-                _cell_rows(points, folded, stored),
-                points.last_times(),
-                len(points),
-                seen,
-            )
-
-        with self._read_engine.connect() as conn:
-            return _discarding_on_error(conn, run)
-
-    def write_roll_up(self, prepared: PreparedRollup) -> int:
-        """Write what `prepare_roll_up` computed, in one transaction, and drop its writes
-        from the backlog; the points written. If another connection wrote any of the
-        cells it merged, or recovered any of its writes, meanwhile, the cells are
-        computed again inside the transaction. If the transaction fails the backlog is
-        kept."""
-
-        def run(conn: Connection) -> int:
-            # Reading them all again was a tenth of the writer process's loop; when the
-            # writer has seen no other commit and made none of its own that could change
-            # them since the rollup began, they are as it read them.
-            unchanged = prepared.seen is not None and prepared.seen == (
-                *self._version(conn),
-                self._rewrites,
-            )
-            if not unchanged and (
-                self._present(conn, prepared.backlog) != prepared.present
-                or self._stored_cells(conn, prepared.folded) != prepared.stored
-            ):
-                log.info("rollup_recomputed", writes=len(prepared.backlog))
-                return self._roll_up(conn, prepared.backlog)
-            if prepared.points:
-                self._insert_blocks(conn, prepared.blocks)
-                self._upsert_cells(conn, prepared.cells)
-                self._touch_metrics(conn, prepared.last_times)
-            for chunk in _chunks(sorted(prepared.present)):
-                conn.execute(_FORGET_PENDING, {"ids": chunk})
-            return prepared.points
-
-        written = self._write_now(run)
-        done = {id(d) for d in prepared.backlog}
-        self._backlog = [d for d in self._backlog if id(d) not in done]
+    def roll_up_now(self, limit: int | None = None) -> int:
+        """Write the blocks and cells of the journal's writes not rolled up yet (the
+        oldest, up to about `limit` points), in one transaction; the points written."""
+        if self._open_journal() is None:
+            return 0
+        written = self._write_now(lambda conn: self._roll_up_journal(conn, limit))
+        # Each deletion waits for the journal's lock, which the writer holds most of the
+        # time under ingest: in the rollup process it was 11% of the time, every rollup.
+        self._forget_rolled_up(every=_FORGET_EVERY)
         return written
 
-    def roll_up_now(self) -> int:
-        """Write the blocks and cells of every deferred write, in one transaction; the
-        points written.
-
-        A write whose pending row is gone had its blocks and cells written by someone
-        else (see `_recover`) and is skipped. If the transaction fails the backlog is kept.
-        """
-        backlog, self._backlog = self._backlog, []
-        if not backlog:
-            return 0
-        try:
-            return self._write_now(lambda conn: self._roll_up(conn, backlog))
-        except BaseException:
-            self._backlog[:0] = backlog
-            raise
-
     def recover_now(self) -> int:
-        """Write the blocks and cells of every pending write in the database (a writer
-        that died left them); the points written."""
-        return self._write_now(self._recover)
+        """Write the blocks and cells of every write still waiting in the journal or in
+        tables of earlier versions (a writer that died or stopped left them); the points
+        written."""
+        written = self._write_now(self._recover)
+        self._forget_rolled_up()
+        return written
 
-    def _present(self, conn: Connection, backlog: list[_Deferred]) -> set[int]:
-        """The pending rows of `backlog` still in the database."""
-        present: set[int] = set()
-        for chunk in _chunks([d.id for d in backlog]):
-            present.update(conn.scalars(_PENDING_IN, {"ids": chunk}))
-        return present
+    def _read_mark(self, conn: Connection, journal: Journal) -> int:
+        mark = conn.scalar(self._read_mark_stmt, {"journal": journal.identity})
+        return int(mark or 0)
 
-    def _roll_up(self, conn: Connection, backlog: list[_Deferred]) -> int:
-        present = self._present(conn, backlog)
-        mine = [d.points for d in backlog if d.id in present]
-        if not mine:
+    def _saw_mark(self, mark: int) -> None:
+        self._mark = max(self._mark, mark)
+        while self._appended and self._appended[0][0] <= self._mark:
+            self._appended_points -= self._appended.popleft()[1]
+
+    def tidy_journal(self) -> None:
+        """Delete the journal's rolled-up writes now (the rollup process, when idle)."""
+        self._forget_rolled_up()
+
+    def _forget_rolled_up(self, *, every: int = 1) -> None:
+        """After a rollup committed: its writes leave the journal, once `every` writes
+        are rolled up since the last time. Failing that, they stay behind the mark,
+        which every reader skips, until the next time."""
+        if self._journal is None or self._mark - self._forgotten < every:
+            return
+        try:
+            dialects.sync_wal(self._write_engine)
+            self._journal.forget_through(self._mark)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("journal_cleanup_failed", error=str(exc))
+            return
+        self._forgotten = self._mark
+
+    def _roll_up_journal(self, conn: Connection, limit: int | None) -> int:
+        """The journal's writes after the mark (about `limit` points of them): their
+        blocks, cells and the new mark, in the caller's transaction."""
+        journal = self._open_journal()
+        if journal is None:
             return 0
-        points = rollup.Points.concat(mine)
+        mark = self._read_mark(conn, journal)
+        writes = journal.after(mark, limit)
+        if not writes:
+            self._saw_mark(mark)
+            return 0
+        parts = [rollup.Pending(*blocks.decode_pending(data)) for _, data in writes]
+        points = rollup.Points.concat(parts)
         self._write_points(conn, points)
-        for chunk in _chunks(sorted(present)):
-            conn.execute(_FORGET_PENDING, {"ids": chunk})
+        last = writes[-1][0]
+        conn.execute(self._set_mark, {"journal": journal.identity, "rolled_up_to": last})
+        self._saw_mark(last)
         return len(points)
 
     def _recover(self, conn: Connection) -> int:
-        """Write the blocks and cells of every pending write, and forget it.
+        """Write the blocks and cells of every waiting write: the journal's, and those
+        `pending_points` and `rollup_backlog` hold from earlier versions (see schema.py).
 
-        Runs when a writer starts, and first in the transactions that delete blocks or
-        metrics (so that they see every acknowledged point). A live writer whose rows
-        were taken here skips them in `_roll_up`.
+        Runs when a writer starts, and first in the transaction that deletes a metric
+        (so that no waiting point of it is rolled up into a new metric given its id).
         """
         if not self.can_defer_rollups:
             return 0
@@ -478,14 +456,13 @@ class SqlStorage:
         parts = [rollup.Pending(*blocks.decode_pending(data)) for _, data in pending]
         written = sum(len(p) for p in parts)
         if parts:
-            points = rollup.Points.concat(parts)
-            self._write_points(conn, points)
+            self._write_points(conn, rollup.Points.concat(parts))
         for chunk in _chunks(sorted(pid for pid, _ in pending)):
             conn.execute(_FORGET_PENDING, {"ids": chunk})
         legacy = self._recover_legacy(conn)
         if pending or legacy:
             log.info("rollup_backlog_recovered", writes=len(pending), points=written + legacy)
-        return written + legacy
+        return written + legacy + self._roll_up_journal(conn, None)
 
     def _recover_legacy(self, conn: Connection) -> int:
         """The cells of `rollup_backlog`'s block ranges (see schema.py): their blocks are
@@ -516,8 +493,30 @@ class SqlStorage:
         return len(mids)
 
     def _apply(
-        self, conn: Connection, items: Sequence[Columns], *, defer: bool
-    ) -> tuple[list[TypeConflict | None], _Deferred | None, dict[str, Metric]]:
+        self, conn: Connection, items: Sequence[Columns]
+    ) -> tuple[list[TypeConflict | None], dict[str, Metric]]:
+        """A whole write in the caller's transaction: claims, metrics, points, blocks
+        and cells."""
+        accepted = self._accept(conn, items, write=True)
+        assert accepted is not None  # noqa: S101 - write=True always accepts
+        results, points, known = accepted
+        if points is not None:
+            # Row locks on the metrics, in id order, serialise writers of the same metric
+            # for the read-merge-write of its cells.
+            if dialects.has_row_locks(self._write_engine):
+                conn.execute(_LOCK_METRICS, {"ids": np.unique(points.metric).tolist()})
+            self._write_points(conn, rollup.Points.concat([points]))
+        return results, known
+
+    def _accept(
+        self, conn: Connection, items: Sequence[Columns], *, write: bool
+    ) -> tuple[list[TypeConflict | None], rollup.Pending | None, dict[str, Metric]] | None:
+        """The points of `items` that are accepted (a first delivery, no type conflict),
+        with their metrics' ids, creating new metrics; the metrics read or made are
+        `_remember`ed by the caller once committed. Without `write`: None if that needs
+        to write (new metrics, dedupe claims)."""
+        if not write and any(item.dedupe for item in items):
+            return None
         now = time.time()
         results: list[TypeConflict | None] = [None] * len(items)
         mine = self._claim_batches(conn, [i.batch_id for i in items if i.dedupe], now)
@@ -538,6 +537,8 @@ class SqlStorage:
 
         # Sorted, so that concurrent writers take unique-index locks in one order.
         new = sorted({name for k in accepted for name in items[k].names} - known.keys())
+        if new and not write:
+            return None
         if new:
             known.update(self._create_metrics(conn, {n: types[n] for n in new}, now))
             # Another process may have created one of them first with the other type.
@@ -554,28 +555,14 @@ class SqlStorage:
 
         ids = {name: m.id for name, m in known.items()}
         batches = [items[k] for k in accepted if len(items[k])]
-        deferred = None
-        if batches:
-            points = rollup.Pending.of(
-                np.concatenate([b.metric_ids(ids) for b in batches]),
-                np.concatenate([b.times() for b in batches]),
-                np.concatenate([b.values() for b in batches]),
-            )
-            # Row locks on the metrics, in id order, serialise writers of the same metric
-            # for the read-merge-write of its cells.
-            if dialects.has_row_locks(self._write_engine):
-                conn.execute(_LOCK_METRICS, {"ids": np.unique(points.metric).tolist()})
-            if defer:
-                # `last_point_at` is raised with the cells: one UPDATE per rollup instead
-                # of per write (13% of a raw-points commit); metric listings wait for
-                # the cells as queries do.
-                data = blocks.encode_pending(points.metric, points.time, points.value)
-                key = conn.execute(_PEND, {"n": len(points), "data": data}).inserted_primary_key
-                assert key is not None  # noqa: S101 - an INSERT always has one
-                deferred = _Deferred(key[0], points, time.monotonic())
-            else:
-                self._write_points(conn, rollup.Points.concat([points]))
-        return results, deferred, known
+        if not batches:
+            return results, None, known
+        points = rollup.Pending.of(
+            np.concatenate([b.metric_ids(ids) for b in batches]),
+            np.concatenate([b.times() for b in batches]),
+            np.concatenate([b.values() for b in batches]),
+        )
+        return results, points, known
 
     def _metrics_for_write(self, conn: Connection, names: set[str]) -> dict[str, Metric]:
         """`_metrics_by_name`, from the cache for names this writer has seen.
@@ -587,7 +574,7 @@ class SqlStorage:
         """
         if self._data_version is None:
             return self._metrics_by_name(conn, names)
-        version = self._seen_version = self._version(conn)
+        version = self._version(conn)
         if version != self._metric_cache_version:
             self._metric_cache.clear()
             self._metric_cache_version = version
@@ -742,7 +729,9 @@ class SqlStorage:
             conn.execute(delete(metrics).where(metrics.c.id == mid))
             return True
 
-        return await self._write(run)
+        # The journal's lock: no write of this metric is journaled under its old id
+        # between the rollup above and the deletion (see `_append`).
+        return await self._write(run, journal_locked=True)
 
     # -- reads ----------------------------------------------------------------------
 

@@ -1,0 +1,134 @@
+"""The embedded layout's journal: acknowledged writes whose blocks and cells are not
+written yet, in a SQLite file of their own beside the database (`<database>-pending`).
+
+Why a file of its own: SQLite has one write lock per file. With these rows in the
+database itself, each rollup's transaction (~31 ms of cell upserts, commit and WAL
+restart) held every write behind it, 21% of the bench's ingest with nothing moving.
+Here a write commits while the rollup process writes cells into the database.
+
+What is rolled up is told by a mark in the database (`journal_marks`): the last journal
+id whose blocks and cells were written, committed in the same transaction as those
+cells. Rows up to the mark are deleted afterwards, at leisure; a crash in between
+leaves rows the mark already covers, which every reader skips. Ids are never reused
+(AUTOINCREMENT) and only one process appends (the writer, under the journal's write
+lock), so ids commit in increasing order and "everything up to the mark" is exact.
+The mark is kept per journal identity (a random id made with the file): a journal
+made anew, whose ids start again from 1, is not mistaken for one already rolled up.
+
+Plain `sqlite3`: the file is SQLite whatever the database is, and its three statements
+are on the path of every acknowledged write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS pending ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL,"
+    " at REAL NOT NULL, data BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+_BUSY_TIMEOUT_S = 30.0
+# The WAL is checkpointed by SQLite's default auto-checkpoint (every ~1,000 pages, in the
+# commit that crosses it: ~1 ms here, every ~150 bench writes); once started over it is
+# cut back to this size.
+_WAL_LIMIT_BYTES = 4 * 1024 * 1024
+
+
+class Journal:
+    """One connection to the journal file; not for concurrent use by threads."""
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self._conn = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        # Takes effect on a new file only (before its first table, outside a transaction):
+        # the file shrinks as rolled-up writes leave it.
+        self._conn.execute("PRAGMA auto_vacuum=FULL")
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+        self._depth = 0
+        with self.locked():
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (secrets.token_hex(16),)
+            )
+            self.identity: str = self._conn.execute(
+                "SELECT value FROM meta WHERE key = 'identity'"
+            ).fetchone()[0]
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The journal's write lock for the block: no write is appended meanwhile.
+
+        Re-entrant on this connection; the outermost block commits (or rolls back).
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._conn.execute("COMMIT")
+
+    def append(self, n: int, data: bytes) -> int:
+        """Store one write's points (`blocks.encode_pending`); its id once committed
+        (at the end of the outermost `locked` block, if in one)."""
+        with self.locked():
+            cur = self._conn.execute(
+                "INSERT INTO pending (n, at, data) VALUES (?, ?, ?)", (n, time.time(), data)
+            )
+        assert cur.lastrowid is not None  # noqa: S101 - an INSERT always has one
+        return cur.lastrowid
+
+    def waiting(self, mark: int) -> tuple[int, float]:
+        """Points after `mark` and when the oldest of them was written (`time.time()`,
+        0 when none)."""
+        n, at = self._conn.execute(
+            "SELECT coalesce(sum(n), 0), coalesce(min(at), 0) FROM pending WHERE id > ?",
+            (mark,),
+        ).fetchone()
+        return int(n), float(at)
+
+    def after(self, mark: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """The writes after `mark` in id order, as (id, data): whole writes, until
+        their points reach `limit` (at least one, if any)."""
+        out: list[tuple[int, bytes]] = []
+        total = 0
+        # Closed explicitly: a statement left unfinished keeps its read snapshot, and the
+        # WAL cannot start over behind it.
+        with contextlib.closing(
+            self._conn.execute("SELECT id, n, data FROM pending WHERE id > ? ORDER BY id", (mark,))
+        ) as rows:
+            for wid, n, data in rows:
+                if limit is not None and out and total + n > limit:
+                    break
+                out.append((wid, data))
+                total += n
+        return out
+
+    def forget_through(self, mark: int) -> None:
+        """Delete the writes up to `mark` (their cells are written)."""
+        with self.locked():
+            self._conn.execute("DELETE FROM pending WHERE id <= ?", (mark,))
+
+    def close(self) -> None:
+        self._conn.close()
