@@ -49,8 +49,10 @@ class Journal:
             path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         # Takes effect on a new file only (before its first table, outside a transaction):
-        # the file shrinks as rolled-up writes leave it.
-        self._conn.execute("PRAGMA auto_vacuum=FULL")
+        # pages freed by deletions are reused by the next writes, and `shrink` gives the
+        # rest back. FULL would move pages at every deletion's commit, which the writer
+        # makes while every write waits.
+        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
@@ -129,6 +131,10 @@ class Journal:
         """Delete the writes up to `mark` (their cells are written)."""
         with self.locked():
             self._conn.execute("DELETE FROM pending WHERE id <= ?", (mark,))
+
+    def shrink(self) -> None:
+        """Give the file's free pages back to the file system."""
+        self._conn.execute("PRAGMA incremental_vacuum").fetchall()
 
     def close(self) -> None:
         self._conn.close()

@@ -76,7 +76,7 @@ _FORGET_PENDING = delete(pending_points).where(
 _FORGET_LEGACY = delete(rollup_backlog).where(
     rollup_backlog.c.first_block.in_(bindparam("firsts", expanding=True))
 )
-_FORGET_EVERY = 256  # journal rows; see `roll_up_now`
+_FORGET_EVERY = 256  # journal rows; see `_append`
 _CHUNK = 500  # keeps IN lists under every engine's parameter limit
 _RETRIES = 5
 _DAY = 86400
@@ -333,6 +333,13 @@ class SqlStorage:
         """
         journal = self._open_journal()
         assert journal is not None  # noqa: S101 - can_defer_rollups
+        # The rows rolled up leave with this commit, every _FORGET_EVERY: this process
+        # holds the journal's lock anyway, where the rollup process would wait for it
+        # (11% of its time when it deleted after every rollup). The fsync stays outside
+        # the lock.
+        forget = self._mark if self._mark - self._forgotten >= _FORGET_EVERY else None
+        if forget is not None and not self._sync_rolled_up():
+            forget = None
         with journal.locked():
             with self._write_engine.connect() as conn, dialects.read_only(conn).begin():
                 accepted = _discarding_on_error(
@@ -346,6 +353,8 @@ class SqlStorage:
             if points is not None:
                 data = blocks.encode_pending(points.metric, points.time, points.value)
                 wid = journal.append(len(points), data)
+            if forget is not None:
+                self._forget_through(journal, forget)
         if points is not None:
             self._appended.append((wid, len(points)))
             self._appended_points += len(points)
@@ -383,11 +392,8 @@ class SqlStorage:
         oldest, up to about `limit` points), in one transaction; the points written."""
         if self._open_journal() is None:
             return 0
-        written = self._write_now(lambda conn: self._roll_up_journal(conn, limit))
-        # Each deletion waits for the journal's lock, which the writer holds most of the
-        # time under ingest: in the rollup process it was 11% of the time, every rollup.
-        self._forget_rolled_up(every=_FORGET_EVERY)
-        return written
+        # The rows rolled up leave the journal later: see `_append` and `tidy_journal`.
+        return self._write_now(lambda conn: self._roll_up_journal(conn, limit))
 
     def recover_now(self) -> int:
         """Write the blocks and cells of every write still waiting in the journal or in
@@ -407,22 +413,39 @@ class SqlStorage:
             self._appended_points -= self._appended.popleft()[1]
 
     def tidy_journal(self) -> None:
-        """Delete the journal's rolled-up writes now (the rollup process, when idle)."""
+        """Delete the journal's rolled-up writes now (the rollup process, when idle:
+        writes have stopped, and with them the deletions in `_append`), and give the
+        space back."""
+        forgotten = self._forgotten
         self._forget_rolled_up()
+        if self._journal is not None and self._forgotten != forgotten:
+            try:
+                self._journal.shrink()
+            except sqlite3.Error as exc:
+                log.warning("journal_cleanup_failed", error=str(exc))
 
-    def _forget_rolled_up(self, *, every: int = 1) -> None:
-        """After a rollup committed: its writes leave the journal, once `every` writes
-        are rolled up since the last time. Failing that, they stay behind the mark,
-        which every reader skips, until the next time."""
-        if self._journal is None or self._mark - self._forgotten < every:
-            return
+    def _forget_rolled_up(self) -> None:
+        """After a rollup committed: its writes leave the journal. Failing that, they
+        stay behind the mark, which every reader skips, until the next time."""
+        if self._journal is not None and self._mark > self._forgotten and self._sync_rolled_up():
+            self._forget_through(self._journal, self._mark)
+
+    def _sync_rolled_up(self) -> bool:
+        """Have the rollups up to the mark reach the disk (see `dialects.sync_wal`)."""
         try:
             dialects.sync_wal(self._write_engine)
-            self._journal.forget_through(self._mark)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
+            log.warning("journal_cleanup_failed", error=str(exc))
+            return False
+        return True
+
+    def _forget_through(self, journal: Journal, mark: int) -> None:
+        try:
+            journal.forget_through(mark)
+        except sqlite3.Error as exc:
             log.warning("journal_cleanup_failed", error=str(exc))
             return
-        self._forgotten = self._mark
+        self._forgotten = mark
 
     def _roll_up_journal(self, conn: Connection, limit: int | None) -> int:
         """The journal's writes after the mark (about `limit` points of them): their
