@@ -273,3 +273,58 @@ def test_a_rollup_that_fails_keeps_its_writes_and_is_tried_again(settings: Setti
                 await onlooker.close()
 
     assert asyncio.run(scenario()) == (600, 601)
+
+
+def test_past_the_backlog_limit_writes_wait_for_failing_rollups_and_lose_nothing(
+    settings: Settings,
+) -> None:
+    """While rollups fail, the journal grows to ROLLUP_LIMIT points and no further: the
+    next write waits (unacknowledged), and once rollups work again every write is
+    stored."""
+    import sqlite3
+
+    from glowing_fiesta.aggregate import VALUES_TAG
+    from glowing_fiesta.storage.process import ROLLUP_LIMIT
+
+    corrupt = bytes([VALUES_TAG, 1, 2])
+    path = settings.database_url.removeprefix("sqlite:///")
+    batches = ROLLUP_LIMIT // 1000 + 20
+
+    async def scenario() -> tuple[int, int, int]:
+        async with serving(settings) as (components, storage):
+            await components.queue.put(batch("ok", MetricType.VALUE))
+            await day_count(storage, "ok")  # the processes are up and idle
+            sent = batch("broken", MetricType.VALUE, points=600)
+            day = int(sent.points[0].timestamp) // 86400 * 86400
+            with sqlite3.connect(path) as db:  # a stored cell the merge refuses
+                db.execute(
+                    "INSERT INTO metrics (name, type, stat_key, created_at)"
+                    " VALUES ('broken', 'value', 'k', 0)"
+                )
+                db.execute(
+                    "INSERT INTO rollups SELECT id, 86400, ?, 1, 1.0, 1.0, 1.0, ?"
+                    " FROM metrics WHERE name = 'broken'",
+                    (day, corrupt),
+                )
+            await components.queue.put(sent)
+            acknowledged = 0
+
+            async def send() -> None:
+                nonlocal acknowledged
+                for _ in range(batches):
+                    await components.queue.put(batch("bulk", points=1000))
+                    acknowledged += 1
+
+            sender = asyncio.create_task(send())
+            await asyncio.wait([sender], timeout=5)
+            held = acknowledged
+            with sqlite3.connect(path) as db:
+                db.execute("DELETE FROM rollups WHERE sketch = ?", (corrupt,))
+            await asyncio.wait_for(sender, timeout=60)
+            return held, await day_count(storage, "bulk"), await day_count(storage, "broken")
+
+    held, bulk, broken = asyncio.run(scenario())
+    # The journal took writes up to the limit (600 points of "broken" in it), not more.
+    assert ROLLUP_LIMIT // 1000 - 1 <= held < batches
+    assert bulk == batches * 1000
+    assert broken == 600

@@ -133,8 +133,10 @@ class Journal:
             self._conn.execute("DELETE FROM pending WHERE id <= ?", (mark,))
 
     def shrink(self) -> None:
-        """Give the file's free pages back to the file system."""
-        self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        """Give the file's free pages back to the file system, and empty its WAL."""
+        # One step of this pragma frees one page: `executescript` runs it to the end.
+        self._conn.executescript("PRAGMA incremental_vacuum")
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:
         self._conn.close()

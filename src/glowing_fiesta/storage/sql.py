@@ -177,6 +177,7 @@ class SqlStorage:
         self._appended_points = 0
         self._mark = 0
         self._forgotten = 0  # the mark up to which this storage deleted journal rows
+        self._shrunk_at = 0  # the mark when it last shrank the journal (`tidy_journal`)
         self._read_mark_stmt = select(journal_marks.c.rolled_up_to).where(
             journal_marks.c.journal == bindparam("journal")
         )
@@ -415,12 +416,13 @@ class SqlStorage:
     def tidy_journal(self) -> None:
         """Delete the journal's rolled-up writes now (the rollup process, when idle:
         writes have stopped, and with them the deletions in `_append`), and give the
-        space back."""
-        forgotten = self._forgotten
+        space back once the journal is empty (a burst is over)."""
         self._forget_rolled_up()
-        if self._journal is not None and self._forgotten != forgotten:
+        journal = self._journal
+        if journal is not None and self._shrunk_at != self._mark and not journal.waiting(0)[0]:
+            self._shrunk_at = self._mark
             try:
-                self._journal.shrink()
+                journal.shrink()
             except sqlite3.Error as exc:
                 log.warning("journal_cleanup_failed", error=str(exc))
 
