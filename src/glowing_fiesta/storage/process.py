@@ -41,7 +41,13 @@ import structlog
 
 from glowing_fiesta.errors import Detail, TypeConflict, Unavailable
 from glowing_fiesta.storage.columns import Columns
-from glowing_fiesta.storage.roller import ROLLUP_POINTS, Config, Roller, quiet_child
+from glowing_fiesta.storage.roller import (
+    ROLLUP_POINTS,
+    Config,
+    Roller,
+    child_storage,
+    quiet_child,
+)
 
 if TYPE_CHECKING:
     from glowing_fiesta.storage.sql import SqlStorage
@@ -203,16 +209,11 @@ class WriteProcess:
 def _serve(sock: socket.socket) -> None:
     """The child: apply what the parent sends until it closes the socket."""
     quiet_child()
-    from glowing_fiesta.logs import configure
-    from glowing_fiesta.storage.sql import SqlStorage  # the parent's module imports us
-
     with sock:
         config = _read(sock)
         if config is None:
             return
-        settings = msgspec.msgpack.decode(config, type=Config)
-        configure(settings.log_level, settings.log_format)
-        storage = SqlStorage(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
+        storage = child_storage(config)
         roller = Roller(config) if storage.can_defer_rollups else None
         try:
             _loop(sock, storage, roller)

@@ -151,17 +151,22 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
     return buf
 
 
-def _main(fd: int) -> None:
-    quiet_child()
+def child_storage(config: bytes) -> SqlStorage:
+    """A child process's storage, from the `Config` its parent sent; logging set up."""
     from glowing_fiesta.logs import configure
     from glowing_fiesta.storage.sql import SqlStorage
 
+    settings = msgspec.msgpack.decode(config, type=Config)
+    configure(settings.log_level, settings.log_format)
+    return SqlStorage(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
+
+
+def _main(fd: int) -> None:
+    quiet_child()
     body = _read_config(fd)
     if body is None:
         return
-    config = msgspec.msgpack.decode(body, type=Config)
-    configure(config.log_level, config.log_format)
-    storage = SqlStorage(config.url, sqlite_synchronous=config.sqlite_synchronous)
+    storage = child_storage(body)
     try:
         # What a writer or rollup process that died left (any start finds the rollups
         # of a clean stop done, and rolls up nothing).
