@@ -429,3 +429,27 @@ def test_writes_an_earlier_version_left_pending_are_written(
     assert cells(store, "old") == cells(store, "twin")
     with store._write_engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(pending_points)) == 0
+
+
+def test_a_journal_behind_its_mark_numbers_new_writes_after_it(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    """A journal restored from a backup older than the database's, or whose last commits
+    a power loss took, would give new writes ids at or below the mark, skipped as rolled
+    up; it goes on from the mark instead."""
+    old = open_store()
+    for items in writes("back", C, seed=23, n=3):
+        old.apply_now(items, defer_rollups=True)
+    assert old.roll_up_now() == 120
+    old.dispose()
+    path = old.url.database
+    with contextlib.closing(sqlite3.connect(f"{path}-pending")) as journal:
+        journal.execute("DELETE FROM pending")  # as it was before those three writes
+        journal.execute("UPDATE sqlite_sequence SET seq = 0 WHERE name = 'pending'")
+        journal.commit()
+    new = open_store()
+    for items in writes("back", C, seed=24, n=2):
+        new.apply_now(items, defer_rollups=True)
+    assert backlog_rows(new) == 2
+    assert new.roll_up_now() == 80
+    assert day_counts(new, "back") == [200]

@@ -275,12 +275,12 @@ def test_a_rollup_that_fails_keeps_its_writes_and_is_tried_again(settings: Setti
     assert asyncio.run(scenario()) == (600, 601)
 
 
-def test_past_the_backlog_limit_writes_wait_for_failing_rollups_and_lose_nothing(
+def test_past_the_backlog_limit_failing_rollups_refuse_writes_and_lose_nothing(
     settings: Settings,
 ) -> None:
     """While rollups fail, the journal grows to ROLLUP_LIMIT points and no further: the
-    next write waits (unacknowledged), and once rollups work again every write is
-    stored."""
+    next writes are refused (503: retry) after a short wait, queries are still answered,
+    and once rollups work again every write sent until acknowledged is stored once."""
     import sqlite3
 
     from glowing_fiesta.aggregate import VALUES_TAG
@@ -290,7 +290,7 @@ def test_past_the_backlog_limit_writes_wait_for_failing_rollups_and_lose_nothing
     path = settings.database_url.removeprefix("sqlite:///")
     batches = ROLLUP_LIMIT // 1000 + 20
 
-    async def scenario() -> tuple[int, int, int]:
+    async def scenario() -> tuple[int, int, float, int, int]:
         async with serving(settings) as (components, storage):
             await components.queue.put(batch("ok", MetricType.VALUE))
             await day_count(storage, "ok")  # the processes are up and idle
@@ -307,24 +307,41 @@ def test_past_the_backlog_limit_writes_wait_for_failing_rollups_and_lose_nothing
                     (day, corrupt),
                 )
             await components.queue.put(sent)
-            acknowledged = 0
+            acknowledged = refused = 0
 
-            async def send() -> None:
-                nonlocal acknowledged
+            async def send() -> None:  # as a client does: a refused batch is sent again
+                nonlocal acknowledged, refused
                 for _ in range(batches):
-                    await components.queue.put(batch("bulk", points=1000))
+                    one = batch("bulk", points=1000)
+                    while True:
+                        try:
+                            await components.queue.put(one)
+                            break
+                        except Unavailable:
+                            refused += 1
+                            await asyncio.sleep(0.2)
                     acknowledged += 1
 
             sender = asyncio.create_task(send())
-            await asyncio.wait([sender], timeout=5)
-            held = acknowledged
+            await asyncio.sleep(6)
+            held, started = acknowledged, time.monotonic()
+            await day_count(storage, "ok")  # answered, without the cells it cannot have
+            answered = time.monotonic() - started
             with sqlite3.connect(path) as db:
                 db.execute("DELETE FROM rollups WHERE sketch = ?", (corrupt,))
             await asyncio.wait_for(sender, timeout=60)
-            return held, await day_count(storage, "bulk"), await day_count(storage, "broken")
+            return (
+                held,
+                refused,
+                answered,
+                await day_count(storage, "bulk"),
+                await day_count(storage, "broken"),
+            )
 
-    held, bulk, broken = asyncio.run(scenario())
+    held, refused, answered, bulk, broken = asyncio.run(scenario())
     # The journal took writes up to the limit (600 points of "broken" in it), not more.
     assert ROLLUP_LIMIT // 1000 - 1 <= held < batches
+    assert refused > 0
+    assert answered < 10
     assert bulk == batches * 1000
     assert broken == 600

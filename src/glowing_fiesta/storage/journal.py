@@ -34,6 +34,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _BUSY_TIMEOUT_S = 30.0
+_LAST_ID = 2**63 - 1
 # The WAL is checkpointed by SQLite's default auto-checkpoint (every ~1,000 pages, in the
 # commit that crosses it: ~1 ms here, every ~150 bench writes); once started over it is
 # cut back to this size.
@@ -86,7 +87,8 @@ class Journal:
             yield
         except BaseException:
             self._depth = 0
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                self._conn.execute("ROLLBACK")
             raise
         self._depth = 0
         self._conn.execute("COMMIT")
@@ -110,15 +112,20 @@ class Journal:
         ).fetchone()
         return int(n), float(at)
 
-    def after(self, mark: int, limit: int | None = None) -> list[tuple[int, bytes]]:
-        """The writes after `mark` in id order, as (id, data): whole writes, until
-        their points reach `limit` (at least one, if any)."""
+    def after(
+        self, mark: int, limit: int | None = None, through: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The writes after `mark` (and up to id `through`) in id order, as (id, data):
+        whole writes, until their points reach `limit` (at least one, if any)."""
         out: list[tuple[int, bytes]] = []
         total = 0
         # Closed explicitly: a statement left unfinished keeps its read snapshot, and the
         # WAL cannot start over behind it.
         with contextlib.closing(
-            self._conn.execute("SELECT id, n, data FROM pending WHERE id > ? ORDER BY id", (mark,))
+            self._conn.execute(
+                "SELECT id, n, data FROM pending WHERE id > ? AND id <= ? ORDER BY id",
+                (mark, _LAST_ID if through is None else through),
+            )
         ) as rows:
             for wid, n, data in rows:
                 if limit is not None and out and total + n > limit:
@@ -126,6 +133,26 @@ class Journal:
                 out.append((wid, data))
                 total += n
         return out
+
+    def last_id(self) -> int:
+        """The id of the last write appended (0 for none yet)."""
+        row = self._conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'pending'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def number_after(self, mark: int) -> None:
+        """Have the next write's id come after `mark` (and after every id used)."""
+        with self.locked():
+            if (
+                self._conn.execute(
+                    "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'pending'", (mark,)
+                ).rowcount
+                == 0
+            ):
+                self._conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('pending', ?)", (mark,)
+                )
 
     def forget_through(self, mark: int) -> None:
         """Delete the writes up to `mark` (their cells are written)."""

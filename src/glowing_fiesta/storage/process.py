@@ -33,7 +33,7 @@ import sqlite3
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -67,7 +67,6 @@ _FLUSH_POLL_SECONDS = 0.002
 _FLUSH_STALL_SECONDS = 1.5
 # How often the child looks at how far the rollups got (see `SqlStorage.observe_rollups`).
 _OBSERVE_SECONDS = 0.1
-_RETRY_SECONDS = 1.0
 
 
 class _Conflict(msgspec.Struct, array_like=True):
@@ -229,10 +228,6 @@ def _loop(sock: socket.socket, storage: SqlStorage, roller: Roller | None) -> No
     while True:
         if roller is not None:
             roller.ensure()
-        if storage.backlog_points >= ROLLUP_LIMIT:
-            _catch_up(storage, roller)
-            observed = time.monotonic()
-            continue
         ready = select.select([sock], [], [], _OBSERVE_SECONDS)[0]
         if time.monotonic() - observed >= _OBSERVE_SECONDS:
             # Keeps `backlog_points` (and what the child remembers of its writes) short.
@@ -244,19 +239,37 @@ def _loop(sock: socket.socket, storage: SqlStorage, roller: Roller | None) -> No
         if body is None:
             return
         request = _request.decode(body)
-        flush = request.op == "flush"
-        reply = _flush(storage, roller) if flush else _apply(storage, request.items)
+        if request.op == "flush":
+            reply = _flush(storage, roller)
+        elif not _room(storage, roller):
+            reply = _Reply(
+                error="unavailable",
+                message="the writer is behind: its rollups are failing",
+                backlog=storage.backlog_points,
+            )
+        else:
+            reply = _apply(storage, request.items)
         sock.sendall(_frame(_encoder.encode(reply)))
 
 
-def _catch_up(storage: SqlStorage, roller: Roller | None) -> None:
-    """Past ROLLUP_LIMIT: wait for the rollup process to bring the backlog under it, or
-    roll up here if that process is not running or makes no progress (its rollups
-    fail); after a failure here too, pause before the next try."""
-    if roller is not None:
-        _wait_for_rollups(storage, roller, until=ROLLUP_LIMIT)
-    if storage.backlog_points >= ROLLUP_LIMIT and _flush(storage, None).error is not None:
-        time.sleep(_RETRY_SECONDS)
+def _room(storage: SqlStorage, roller: Roller | None) -> bool:
+    """Whether a write may be journaled: fewer than ROLLUP_LIMIT points wait, or come
+    to, once the rollup process (or, when it is not running or makes no progress, this
+    one) has rolled up enough. False after rollups here failed too: the write is
+    refused (503, retry), and the requests behind it, queries' flushes among them,
+    are answered rather than held."""
+    if storage.backlog_points < ROLLUP_LIMIT:
+        return True
+    try:
+        storage.observe_rollups()
+        if roller is not None:
+            _wait_for_rollups(storage, roller, lambda: storage.backlog_points < ROLLUP_LIMIT)
+        while storage.backlog_points >= ROLLUP_LIMIT and storage.roll_up_now(FLUSH_POINTS):
+            pass
+    except Exception:
+        log.exception("rollup_write_failed")
+        return False
+    return storage.backlog_points < ROLLUP_LIMIT
 
 
 def _observe(storage: SqlStorage) -> None:
@@ -267,30 +280,32 @@ def _observe(storage: SqlStorage) -> None:
 
 
 def _flush(storage: SqlStorage, roller: Roller | None) -> _Reply:
-    """Have every journaled write rolled up: by the rollup process (this one never holds
-    a rollup's cells, which would count against the service's memory goal twice) or,
-    when it is not running or makes no progress, here, FLUSH_POINTS at a time."""
+    """Have every write journaled so far (by any writer) rolled up: by the rollup
+    process (this one never holds a rollup's cells, which would count against the
+    service's memory goal twice) or, when it is not running or makes no progress,
+    here, FLUSH_POINTS at a time. Writes journaled meanwhile are not waited for, so
+    that other writers on the same file cannot keep a query waiting."""
     try:
-        if roller is not None and storage.backlog_points and roller.hurry():
-            _wait_for_rollups(storage, roller)
-        while storage.roll_up_now(FLUSH_POINTS):
-            pass
+        target = storage.journal_end()
+        if roller is not None and storage.rolled_up_to < target and roller.hurry():
+            _wait_for_rollups(storage, roller, lambda: storage.rolled_up_to >= target)
+        storage.roll_up_through(target, FLUSH_POINTS)
     except Exception:
         log.exception("rollup_write_failed")
         return _Reply(error="failed", message="rollup cells could not be written")
     return _Reply(backlog=storage.backlog_points)
 
 
-def _wait_for_rollups(storage: SqlStorage, roller: Roller, *, until: int = 1) -> None:
-    """Until fewer than `until` of the points this process journaled wait to be rolled
-    up, the rollup process died, or it made no progress for _FLUSH_STALL_SECONDS (its
-    rollups fail)."""
-    left, since = storage.backlog_points, time.monotonic()
-    while left >= until and roller.alive() and time.monotonic() - since < _FLUSH_STALL_SECONDS:
+def _wait_for_rollups(storage: SqlStorage, roller: Roller, done: Callable[[], bool]) -> None:
+    """Until `done()`, the rollup process died, or it made no progress for
+    _FLUSH_STALL_SECONDS (its rollups fail)."""
+    storage.observe_rollups()
+    progress, since = storage.rolled_up_to, time.monotonic()
+    while not done() and roller.alive() and time.monotonic() - since < _FLUSH_STALL_SECONDS:
         time.sleep(_FLUSH_POLL_SECONDS)
         storage.observe_rollups()
-        if storage.backlog_points < left:
-            left, since = storage.backlog_points, time.monotonic()
+        if storage.rolled_up_to > progress:
+            progress, since = storage.rolled_up_to, time.monotonic()
 
 
 def _read(sock: socket.socket) -> bytes | None:

@@ -48,7 +48,9 @@ ROLLUP_SECONDS = 0.25
 ROLLUP_MAX_POINTS = 2 * ROLLUP_POINTS
 _POLL_SECONDS = 0.02
 _RETRY_SECONDS = 1.0
-_STOP_SECONDS = 30.0
+# Less than the 30 s `serve` gives the writer process to stop: the writer must be there
+# to see this one out.
+_STOP_SECONDS = 20.0
 
 
 class Config(msgspec.Struct):
@@ -99,10 +101,19 @@ class Roller:
             return
         # The configuration, database URL included, goes through the pipe rather than
         # the command line.
-        proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE)  # noqa: S603
-        assert proc.stdin is not None  # noqa: S101 - stdin=PIPE
-        proc.stdin.write(len(self._config).to_bytes(4, "big") + self._config)
-        proc.stdin.flush()
+        proc = None
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE)  # noqa: S603
+            assert proc.stdin is not None  # noqa: S101 - stdin=PIPE
+            proc.stdin.write(len(self._config).to_bytes(4, "big") + self._config)
+            proc.stdin.flush()
+        except OSError as exc:  # no process to be had now (EMFILE, ENOMEM, it died)
+            log.error("rollup_process_failed_to_start", error=str(exc))
+            self._start_at = time.monotonic() + _RETRY_SECONDS
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            return
         self._proc = proc
         log.info("rollup_process_started", pid=proc.pid)
 
@@ -198,9 +209,9 @@ def _main(fd: int) -> None:
 def _roll_up_all(storage: SqlStorage) -> int:
     """Everything waiting, ROLLUP_MAX_POINTS at a time (this process's memory stays
     bounded however many there are); then what earlier versions left (`recover_now`)."""
-    written = 0
-    while done := storage.roll_up_now(ROLLUP_MAX_POINTS):
-        written += done
+    # Up to the last write journaled now: other writers on the same file may go on
+    # appending, and this must end.
+    written = storage.roll_up_through(storage.journal_end(), ROLLUP_MAX_POINTS)
     return written + storage.recover_now()
 
 

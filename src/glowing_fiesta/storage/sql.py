@@ -214,8 +214,19 @@ class SqlStorage:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_journal(self) -> Journal | None:
+        """The journal, opened on first use; never inside a transaction of the database
+        (opening takes the journal's lock, always taken before the database's)."""
         if self._journal is None and self._journal_path is not None:
-            self._journal = Journal(self._journal_path, synchronous=self._synchronous)
+            journal = Journal(self._journal_path, synchronous=self._synchronous)
+            # A journal behind its mark would number new writes at or below it, and they
+            # would be skipped as rolled up: one restored from a backup older than the
+            # database's, or one whose last commits a power loss took (under NORMAL its
+            # WAL reaches the disk only at its checkpoints, the database's mark at its
+            # own). Its ids go on from the mark.
+            with self._read_engine.connect() as conn:
+                mark = self._read_mark(conn, journal)
+            journal.number_after(mark)
+            self._journal = journal
         return self._journal
 
     async def _write(self, fn: Callable[[Connection], T], *, journal_locked: bool = False) -> T:
@@ -240,6 +251,9 @@ class SqlStorage:
     async def open(self) -> None:
         await self.ping()
         if self.can_defer_rollups:
+            # Opened before the transaction: opening takes the journal's lock, which is
+            # always taken before the database's (see `_append`).
+            await asyncio.to_thread(self._open_journal)
             await self._write(self._recover)
 
     async def write_in_process(self, *, log_level: str, log_format: str) -> None:
@@ -388,19 +402,46 @@ class SqlStorage:
         waiting, since = journal.waiting(self._mark)
         return waiting >= points or (waiting > 0 and time.time() - since >= seconds)
 
-    def roll_up_now(self, limit: int | None = None) -> int:
+    def roll_up_now(self, limit: int | None = None, *, through: int | None = None) -> int:
         """Write the blocks and cells of the journal's writes not rolled up yet (the
-        oldest, up to about `limit` points), in one transaction; the points written."""
+        oldest, up to about `limit` points, none after id `through`), in one
+        transaction; the points written."""
         if self._open_journal() is None:
             return 0
         # The rows rolled up leave the journal later: see `_append` and `tidy_journal`.
-        return self._write_now(lambda conn: self._roll_up_journal(conn, limit))
+        written, mark = self._write_now(lambda conn: self._roll_up_journal(conn, limit, through))
+        self._saw_mark(mark)  # committed
+        return written
+
+    def roll_up_through(self, through: int, limit: int) -> int:
+        """`roll_up_now`, `limit` points a transaction, until every write up to id
+        `through` is rolled up (writes appended meanwhile, by other writers too, wait
+        for the next rollup, so this ends however busy they are); the points written."""
+        written = 0
+        while self._mark < through:
+            done = self.roll_up_now(limit, through=through)
+            if not done and self._mark < through:
+                break  # nothing left up to `through` (ids of failed appends are never used)
+            written += done
+        return written
+
+    @property
+    def rolled_up_to(self) -> int:
+        """The journal's mark as this storage last saw it (see `observe_rollups`)."""
+        return self._mark
+
+    def journal_end(self) -> int:
+        """The id of the last write appended to the journal by anyone (0: none)."""
+        journal = self._open_journal()
+        return journal.last_id() if journal is not None else 0
 
     def recover_now(self) -> int:
         """Write the blocks and cells of every write still waiting in the journal or in
         tables of earlier versions (a writer that died or stopped left them); the points
         written."""
-        written = self._write_now(self._recover)
+        self._open_journal()
+        written, mark = self._write_now(self._recover)
+        self._saw_mark(mark)  # committed
         self._forget_rolled_up()
         return written
 
@@ -449,34 +490,39 @@ class SqlStorage:
             return
         self._forgotten = mark
 
-    def _roll_up_journal(self, conn: Connection, limit: int | None) -> int:
-        """The journal's writes after the mark (about `limit` points of them): their
-        blocks, cells and the new mark, in the caller's transaction."""
-        journal = self._open_journal()
-        if journal is None:
-            return 0
+    def _roll_up_journal(
+        self, conn: Connection, limit: int | None, through: int | None = None
+    ) -> tuple[int, int]:
+        """The journal's writes after the mark (about `limit` points of them, none after
+        id `through`): their blocks, cells and the new mark, in the caller's
+        transaction; the points written and the mark it leaves. Only the caller, once
+        the transaction committed, may take that mark as this storage's (`_saw_mark`):
+        taken before, a failed commit would leave it believing writes rolled up that
+        are not, and deleting them from the journal."""
+        journal = self._journal
+        if journal is None:  # opened by every caller, outside the transaction
+            return 0, 0
         mark = self._read_mark(conn, journal)
-        writes = journal.after(mark, limit)
+        writes = journal.after(mark, limit, through)
         if not writes:
-            self._saw_mark(mark)
-            return 0
+            return 0, mark
         parts = [rollup.Pending(*blocks.decode_pending(data)) for _, data in writes]
         points = rollup.Points.concat(parts)
         self._write_points(conn, points)
         last = writes[-1][0]
         conn.execute(self._set_mark, {"journal": journal.identity, "rolled_up_to": last})
-        self._saw_mark(last)
-        return len(points)
+        return len(points), last
 
-    def _recover(self, conn: Connection) -> int:
+    def _recover(self, conn: Connection) -> tuple[int, int]:
         """Write the blocks and cells of every waiting write: the journal's, and those
-        `pending_points` and `rollup_backlog` hold from earlier versions (see schema.py).
+        `pending_points` and `rollup_backlog` hold from earlier versions (see schema.py);
+        the points written and the journal's mark it leaves (see `_roll_up_journal`).
 
         Runs when a writer starts, and first in the transaction that deletes a metric
         (so that no waiting point of it is rolled up into a new metric given its id).
         """
         if not self.can_defer_rollups:
-            return 0
+            return 0, 0
         pending = conn.execute(select(pending_points.c.id, pending_points.c.data)).all()
         parts = [rollup.Pending(*blocks.decode_pending(data)) for _, data in pending]
         written = sum(len(p) for p in parts)
@@ -487,7 +533,8 @@ class SqlStorage:
         legacy = self._recover_legacy(conn)
         if pending or legacy:
             log.info("rollup_backlog_recovered", writes=len(pending), points=written + legacy)
-        return written + legacy + self._roll_up_journal(conn, None)
+        journaled, mark = self._roll_up_journal(conn, None)
+        return written + legacy + journaled, mark
 
     def _recover_legacy(self, conn: Connection) -> int:
         """The cells of `rollup_backlog`'s block ranges (see schema.py): their blocks are
