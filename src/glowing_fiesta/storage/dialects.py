@@ -191,14 +191,6 @@ def create_sqlite(path: str) -> None:
             conn.execute("PRAGMA journal_mode=WAL")
 
 
-def has_serial_ids(engine: Engine) -> bool:
-    """Whether the rows one write transaction inserts get one run of ids, after every
-    id committed before: SQLite, whose single writer takes max(rowid) + 1. Sequences on
-    server engines hand out ids to concurrent transactions interleaved, so a range of
-    ids there does not name one transaction's rows."""
-    return engine.dialect.name == "sqlite"
-
-
 def data_version_sql(engine: Engine) -> str | None:
     """A statement whose answer changes when another connection commits, if the engine
     has one (SQLite's `PRAGMA data_version`; a connection's own commits leave it)."""

@@ -193,7 +193,7 @@ def _main(fd: int) -> None:
                 continue
             try:
                 if hurry:
-                    _roll_up_all(storage)
+                    _roll_up_journal(storage)
                 elif storage.rollup_due(ROLLUP_POINTS, ROLLUP_SECONDS):
                     storage.roll_up_now(ROLLUP_MAX_POINTS)
                 else:
@@ -206,13 +206,16 @@ def _main(fd: int) -> None:
         storage.dispose()
 
 
+def _roll_up_journal(storage: SqlStorage) -> int:
+    """Every write journaled so far, ROLLUP_MAX_POINTS at a time (this process's memory
+    stays bounded however many there are). Up to the last write journaled now: other
+    writers on the same file may go on appending, and this must end."""
+    return storage.roll_up_through(storage.journal_end(), ROLLUP_MAX_POINTS)
+
+
 def _roll_up_all(storage: SqlStorage) -> int:
-    """Everything waiting, ROLLUP_MAX_POINTS at a time (this process's memory stays
-    bounded however many there are); then what earlier versions left (`recover_now`)."""
-    # Up to the last write journaled now: other writers on the same file may go on
-    # appending, and this must end.
-    written = storage.roll_up_through(storage.journal_end(), ROLLUP_MAX_POINTS)
-    return written + storage.recover_now()
+    """At start and stop: the journal, then what earlier versions left (`recover_now`)."""
+    return _roll_up_journal(storage) + storage.recover_now()
 
 
 def _attempt(rollup: Callable[[], int], *, log_as: str | None = None) -> None:

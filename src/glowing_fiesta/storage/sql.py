@@ -76,6 +76,9 @@ _FORGET_PENDING = delete(pending_points).where(
 _FORGET_LEGACY = delete(rollup_backlog).where(
     rollup_backlog.c.first_block.in_(bindparam("firsts", expanding=True))
 )
+_READ_MARK = select(journal_marks.c.rolled_up_to).where(
+    journal_marks.c.journal == bindparam("journal")
+)
 _FORGET_EVERY = 256  # journal rows; see `_append`
 _CHUNK = 500  # keeps IN lists under every engine's parameter limit
 _RETRIES = 5
@@ -178,9 +181,6 @@ class SqlStorage:
         self._mark = 0
         self._forgotten = 0  # the mark up to which this storage deleted journal rows
         self._shrunk_at = 0  # the mark when it last shrank the journal (`tidy_journal`)
-        self._read_mark_stmt = select(journal_marks.c.rolled_up_to).where(
-            journal_marks.c.journal == bindparam("journal")
-        )
         self._set_mark = dialects.upsert(
             self._write_engine, journal_marks, ["journal"], ["rolled_up_to"]
         )
@@ -446,7 +446,7 @@ class SqlStorage:
         return written
 
     def _read_mark(self, conn: Connection, journal: Journal) -> int:
-        mark = conn.scalar(self._read_mark_stmt, {"journal": journal.identity})
+        mark = conn.scalar(_READ_MARK, {"journal": journal.identity})
         return int(mark or 0)
 
     def _saw_mark(self, mark: int) -> None:
