@@ -418,22 +418,44 @@ def _bins_of_sketches(jobs: list[tuple[int, int]], blobs: list[bytes], zero: lis
     )
 
 
-def _order(job: Ints, sign: Ints, key: Ints) -> Ints:
-    """`np.lexsort((key, sign, job))`: as one int64 key where the three fit (4x faster on
-    the 120,000 bins of a 50,000-point rollup); a corrupt stored key falls back."""
-    low = int(key.min())
-    bits = (int(key.max()) - low).bit_length()
-    if int(job.min()) >= 0 and int(job.max()).bit_length() + bits + 1 <= 62:
-        return np.argsort((job << (bits + 1)) | (sign << bits) | (key - low), kind="stable")
-    return np.lexsort((key, sign, job))
-
-
 def _merge(sources: list[Bins]) -> Bins:
     """One (job, sign, bin) row per bin, counts summed, sorted by job, sign, bin."""
     job, sign, key, count = (np.concatenate(column) for column in zip(*sources, strict=True))
-    if not len(job):  # every value is a zero: sketches of zero counts alone
+    n = len(job)
+    if not n:  # every value is a zero: sketches of zero counts alone
         return job, sign, key, count
-    order = _order(job, sign, key)
+    low = int(key.min())
+    bits = (int(key.max()) - low).bit_length()
+    if int(job.min()) < 0 or int(job.max()).bit_length() + bits + 1 > 62:
+        return _merge_wide(job, sign, key, count)  # only a corrupt stored key gets here
+    # (job, sign, bin) as one int64, so one sort and one comparison do for the three:
+    # ~4x faster than a lexsort on the ~100,000 bins of a rollup.
+    packed = (job << (bits + 1)) | (sign << bits) | (key - low)
+    if int(count.max()) == 1:
+        # Every bin counts one value (no stored sketch to merge, the usual case): the
+        # packed keys alone, sorted, say it all, and a bin's count is its run's length.
+        # Sorting values rather than an order saves the gathers, and half the sort.
+        packed = np.sort(packed)
+        starts = _run_starts(packed)
+        counts = np.diff(starts, append=n)
+    else:
+        # Unstable: rows with equal keys are summed, so their order does not matter.
+        order = np.argsort(packed)
+        packed = packed[order]
+        starts = _run_starts(packed)
+        counts = np.add.reduceat(count[order], starts)
+    first = packed[starts]
+    return first >> (bits + 1), (first >> bits) & 1, (first & ((1 << bits) - 1)) + low, counts
+
+
+def _run_starts(ordered: Ints) -> Ints:
+    """Where each run of equal values starts in `ordered`."""
+    return np.concatenate(([0], np.flatnonzero(np.diff(ordered)) + 1)).astype(np.int64)
+
+
+def _merge_wide(job: Ints, sign: Ints, key: Ints, count: Ints) -> Bins:
+    """`_merge` for bins whose (job, sign, bin) do not fit one int64."""
+    order = np.lexsort((key, sign, job))
     job, sign, key, count = job[order], sign[order], key[order], count[order]
     new = np.flatnonzero((np.diff(job) != 0) | (np.diff(sign) != 0) | (np.diff(key) != 0)) + 1
     starts = np.concatenate(([0], new)).astype(np.int64)

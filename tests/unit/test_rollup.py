@@ -554,22 +554,38 @@ def test_corrupt_pending_points_are_refused(data: bytes) -> None:
         blocks.decode_pending(data)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.tuples(
             st.integers(0, 3000),
             st.integers(0, 1),
             st.one_of(st.integers(-2100, 71000), st.integers(-(2**62), 2**62)),
+            # Mostly ones (a write's own values), sometimes more (a stored sketch's bins).
+            st.one_of(st.just(1), st.integers(1, 10**6)),
         ),
         min_size=1,
         max_size=60,
-    )
+    ),
+    st.integers(1, 3),
 )
-def test_bins_sort_as_lexsort_does(bins: list[tuple[int, int, int]]) -> None:
+def test_bins_are_summed_and_sorted_by_job_sign_and_bin(
+    bins: list[tuple[int, int, int, int]], sources: int
+) -> None:
     """Keys far out of a sketch's range (a corrupt stored sketch) included."""
-    job, sign, key = (np.asarray(column, dtype=np.int64) for column in zip(*bins, strict=True))
-    assert rollup._order(job, sign, key).tolist() == np.lexsort((key, sign, job)).tolist()
+    expected: dict[tuple[int, int, int], int] = {}
+    for job, sign, key, count in bins:
+        expected[job, sign, key] = expected.get((job, sign, key), 0) + count
+    columns = [np.asarray(column, dtype=np.int64) for column in zip(*bins, strict=True)]
+    # Split across sources as `_SketchBuilder` passes them.
+    cut = len(bins) // sources
+    split = [
+        tuple(column[i * cut : None if i == sources - 1 else (i + 1) * cut] for column in columns)
+        for i in range(sources)
+    ]
+    merged = rollup._merge(split)  # type: ignore[arg-type]
+    got = list(zip(*(column.tolist() for column in merged), strict=True))
+    assert got == sorted((*k, c) for k, c in expected.items())
 
 
 @settings(max_examples=200, deadline=None)
