@@ -139,8 +139,11 @@ def fold(points: Points) -> list[Folded]:
     """The write's cells at every resolution, starts aligned in UTC."""
     out = []
     v = points.value
+    # Whole seconds, as integers: a bucket of whole seconds only depends on them, and
+    # numpy's float floor_divide was ~1.3 ms per resolution of a 100,000-point rollup.
+    seconds = np.floor(points.time).astype(np.int64)
     for res in Resolution:
-        bucket = (np.floor_divide(points.time, int(res)) * int(res)).astype(np.int64)
+        bucket = seconds // int(res) * int(res)
         starts, ends = points.runs(bucket)
         out.append(
             Folded(

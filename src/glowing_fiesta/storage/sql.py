@@ -717,7 +717,7 @@ class SqlStorage:
     @staticmethod
     def _block_rows(points: rollup.Points) -> list[tuple[int, float, float, int, bytes]]:
         """One block per metric and UTC day of the write."""
-        day = np.floor_divide(points.time, _DAY).astype(np.int64)
+        day = np.floor(points.time).astype(np.int64) // _DAY  # integers: see `rollup.fold`
         starts, ends = (run.tolist() for run in points.runs(day))
         data = blocks.encode_runs(points.time, points.value, starts, ends)
         mids, times = points.metric.tolist(), points.time.tolist()
