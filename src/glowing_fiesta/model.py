@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from array import array
+from dataclasses import dataclass
 
 import msgspec
 
@@ -93,16 +94,103 @@ class Point(msgspec.Struct, frozen=True, array_like=True, gc=False):
     timestamp: float
 
 
-@dataclass(slots=True)
+class PointColumns(msgspec.Struct, frozen=True, gc=False):
+    """A batch's points as columns: its distinct metric names with their types (one type
+    per name), and per point the position of its name in `names`, its time and its
+    value, as native-endian arrays. What the writer takes; validation of a JSON batch
+    builds it directly, without a `Point` per point (a 1,000-point batch: ~0.2 ms of
+    `serve`'s ~0.9 ms for building the points and then their columns)."""
+
+    names: list[str]
+    kinds: list[MetricType]
+    index: bytes  # int32 per point
+    time: bytes  # float64 per point
+    value: bytes  # float64 per point
+
+    @classmethod
+    def of(cls, points: list[Point]) -> PointColumns:
+        positions: dict[str, int] = {}
+        kinds: list[MetricType] = []
+        index = array("i")
+        append = index.append
+        for p in points:
+            k = positions.get(p.metric)
+            if k is None:
+                k = positions[p.metric] = len(kinds)
+                kinds.append(p.type)
+            append(k)
+        return cls(
+            list(positions),
+            kinds,
+            index.tobytes(),
+            array("d", [p.timestamp for p in points]).tobytes(),
+            array("d", [p.value for p in points]).tobytes(),
+        )
+
+    def __len__(self) -> int:
+        return len(self.index) // 4
+
+    def points(self) -> list[Point]:
+        index, time, value = array("i"), array("d"), array("d")
+        index.frombytes(self.index)
+        time.frombytes(self.time)
+        value.frombytes(self.value)
+        names, kinds = self.names, self.kinds
+        return [Point(names[k], kinds[k], v, t) for k, t, v in zip(index, time, value, strict=True)]
+
+
 class PointBatch:
     """Points validated together, accepted or rejected as one unit.
 
     `batch_id` is unique per batch; the writer uses it to make a redelivered batch a
     no-op (it is recorded in the same transaction as the points).
+
+    Held as `Point`s or as `PointColumns`, whichever it was made from; the other form is
+    built when first asked for. The embedded layout's bulk path never builds the points.
     """
 
-    batch_id: str
-    points: list[Point] = field(default_factory=list)
+    __slots__ = ("_columns", "_points", "batch_id")
+
+    def __init__(
+        self,
+        batch_id: str,
+        points: list[Point] | None = None,
+        *,
+        columns: PointColumns | None = None,
+    ) -> None:
+        self.batch_id = batch_id
+        self._points = [] if points is None and columns is None else points
+        self._columns = columns
+
+    @property
+    def points(self) -> list[Point]:
+        if self._points is None:
+            assert self._columns is not None  # noqa: S101 - one of the two is always set
+            self._points = self._columns.points()
+        return self._points
+
+    @property
+    def columns(self) -> PointColumns:
+        if self._columns is None:
+            assert self._points is not None  # noqa: S101 - one of the two is always set
+            self._columns = PointColumns.of(self._points)
+        return self._columns
+
+    def __len__(self) -> int:
+        if self._points is not None:
+            return len(self._points)
+        assert self._columns is not None  # noqa: S101 - one of the two is always set
+        return len(self._columns)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PointBatch):
+            return NotImplemented
+        return self.batch_id == other.batch_id and self.points == other.points
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"PointBatch(batch_id={self.batch_id!r}, points={len(self)})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,14 +6,12 @@ not share counters; `/metrics` renders the registry of the process that answers.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter as Tally
-from operator import attrgetter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from glowing_fiesta.model import MetricType, PointBatch
-
-_type_of = attrgetter("type")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -73,14 +71,23 @@ class Telemetry:
         )
 
     def count_points(self, batch: PointBatch) -> None:
-        """Count acknowledged points by type (one increment per type, not per point).
-        Tallied in C: a generator reading each point's `type.value` was ~10% of `serve`'s
-        event loop under bulk ingest."""
-        points = batch.points
-        if len(points) == 1:  # a single write: no tally
-            self._points_of(points[0].type).inc()
+        """Count acknowledged points by type (one increment per type, not per point),
+        from the batch's columns, tallied in C: a generator reading each point's
+        `type.value` was ~10% of `serve`'s event loop under bulk ingest."""
+        if len(batch) == 1:  # a single write, held as a point: no columns, no tally
+            self._points_of(batch.points[0].type).inc()
             return
-        for mtype, n in Tally(map(_type_of, points)).items():
+        columns = batch.columns
+        kinds = columns.kinds
+        if len(kinds) == 1:  # one metric: no tally
+            self._points_of(kinds[0]).inc(len(columns))
+            return
+        index = array("i")
+        index.frombytes(columns.index)
+        per_kind: dict[MetricType, int] = {}
+        for k, n in Tally(index).items():
+            per_kind[kinds[k]] = per_kind.get(kinds[k], 0) + n
+        for mtype, n in per_kind.items():
             self._points_of(mtype).inc(n)
 
     def request_done(self, route: str, status: int, seconds: float) -> None:

@@ -64,7 +64,7 @@ class Writer:
     async def write(self, deliveries: list[Delivery]) -> int:
         """One transaction for all `deliveries`, then settle them with the queue."""
         items = [WriteItem(d.batch, dedupe=d.redeliverable) for d in deliveries]
-        points = sum(len(d.batch.points) for d in deliveries)
+        points = sum(len(d.batch) for d in deliveries)
         started = time.perf_counter()
         try:
             results = await self.storage.apply(items)
@@ -80,9 +80,7 @@ class Writer:
         self.telemetry.writer_seconds.observe(time.perf_counter() - started)
         self.telemetry.writer_batch_points.observe(points)
         await self.queue.ack(deliveries, results)
-        return sum(
-            len(d.batch.points) for d, r in zip(deliveries, results, strict=True) if r is None
-        )
+        return sum(len(d.batch) for d, r in zip(deliveries, results, strict=True) if r is None)
 
     async def _failed(self, deliveries: list[Delivery], error: GlowingFiestaError) -> None:
         self.telemetry.writer_errors.inc()

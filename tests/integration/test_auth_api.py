@@ -448,6 +448,15 @@ def test_service_metrics_after_a_write(client: TestClient, make_key: KeyMaker) -
     assert call(client, WRITE_VALUE, bearer(key)).status_code == 202
     batch = {"points": [{"metric": "b", "type": "counter"}] * 3}
     assert client.post("/api/metrics/batch", json=batch, headers=bearer(key)).status_code == 202
+    mixed = {
+        "points": [
+            {"metric": "c", "type": "counter", "value": 5},
+            {"metric": "lat", "type": "value", "value": 2.5},
+            {"metric": "c", "type": "counter"},
+            {"metric": "lat", "type": "value", "value": 3.5},
+        ]
+    }
+    assert client.post("/api/metrics/batch", json=mixed, headers=bearer(key)).status_code == 202
     call(client, READ_LIST)  # a 401 is counted too
     r = client.get("/metrics")
     assert r.status_code == 200
@@ -458,10 +467,11 @@ def test_service_metrics_after_a_write(client: TestClient, make_key: KeyMaker) -
         for line in lines
         if line and not line.startswith("#")
     }
-    assert samples['gf_points_ingested_total{type="counter"}'] == 4
-    assert samples['gf_points_ingested_total{type="value"}'] == 1
+    # Points, not metrics or batches: 1 + 3 + 2 counters, 1 + 2 values.
+    assert samples['gf_points_ingested_total{type="counter"}'] == 6
+    assert samples['gf_points_ingested_total{type="value"}'] == 3
     requests = {k: v for k, v in samples.items() if k.startswith("gf_http_requests_total{")}
-    assert sum(v for k, v in requests.items() if 'status="202"' in k) == 3
+    assert sum(v for k, v in requests.items() if 'status="202"' in k) == 4
     assert sum(v for k, v in requests.items() if 'status="401"' in k) == 1
     assert any(line.startswith("gf_http_request_duration_seconds_bucket") for line in lines)
     assert any(line.startswith("gf_queue_depth") for line in lines)

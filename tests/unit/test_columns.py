@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from glowing_fiesta.model import MetricType, Point, PointBatch
+from glowing_fiesta.model import MetricType, Point, PointBatch, PointColumns
 from glowing_fiesta.storage.base import WriteItem
 from glowing_fiesta.storage.columns import Columns
 
@@ -59,3 +59,13 @@ def test_an_empty_batch_has_no_points() -> None:
     cols = Columns.of(WriteItem(PointBatch("b2", [])))
     assert len(cols) == 0
     assert cols.metric_ids({}).tolist() == []
+
+
+def test_a_batch_held_as_columns_is_the_batch_of_its_points() -> None:
+    held = PointBatch("b3", columns=PointColumns.of(POINTS))
+    assert len(held) == 5
+    assert held.points == POINTS
+    assert held == PointBatch("b3", POINTS)
+    assert held != PointBatch("b4", POINTS)
+    assert Columns.of(WriteItem(held)) == Columns.of(WriteItem(PointBatch("b3", POINTS)))
+    assert "5" in repr(held)

@@ -16,7 +16,7 @@ from glowing_fiesta.errors import (
     ValidationError,
 )
 from glowing_fiesta.ingest.validate import Rules, decode_batch, decode_single
-from glowing_fiesta.model import MetricType, Point
+from glowing_fiesta.model import MetricType, Point, PointColumns
 
 NOW = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 DAY = 86400
@@ -553,4 +553,6 @@ def test_a_batch_gets_what_each_point_alone_gets(
         with pytest.raises((ValidationError, TypeConflict)):
             decode_batch(body, rules, now=now)
     else:
-        assert decode_batch(body, rules, now=now).points == good
+        batch = decode_batch(body, rules, now=now)
+        assert batch.points == good
+        assert batch.columns == PointColumns.of(good)  # names once each, as trimmed

@@ -18,7 +18,7 @@ async def _accept(request: Request, services: Services, batch: PointBatch) -> Re
     await services.queue.put(batch)
     services.telemetry.count_points(batch)
     return Response(
-        encode_accepted(len(batch.points)),
+        encode_accepted(len(batch)),
         status_code=202,
         media_type="application/json",
         headers=request.state.ratelimit_headers,

@@ -17,6 +17,7 @@ import os
 import secrets
 import time
 import unicodedata
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from glowing_fiesta.errors import (
     TypeConflict,
     ValidationError,
 )
-from glowing_fiesta.model import MetricType, Point, PointBatch
+from glowing_fiesta.model import MetricType, Point, PointBatch, PointColumns
 from glowing_fiesta.timeutil import parse_time
 
 MAX_NAME = 255
@@ -294,22 +295,31 @@ def _valid_batch(items: list[BatchPointIn], rules: Rules, now: float) -> PointBa
     absent timestamp, no two types for one name), else None for the full check to name
     every problem. The same points as `Rules.point` would give, for a third of its time:
     a batch repeats a few names, checked once each (measured 1.9 ms of a 1,000-point
-    bench batch before, with names checked per point)."""
-    names: dict[str, str] = {}
-    types: dict[str, MetricType] = {}
+    bench batch before, with names checked per point). Built as columns, not `Point`s:
+    the writer takes columns, and a batch accepted in bulk is never needed as points."""
+    positions: dict[str, int] = {}  # by the name as sent
+    slots: dict[str, int] = {}  # by the trimmed name: " a" and "a" are one metric
+    names: list[str] = []
+    kinds: list[MetricType] = []
+    index, times, values = array("i"), array("d"), array("d")
     oldest = now - rules.retention_seconds
     newest = now + rules.clock_skew_seconds
     isfinite = math.isfinite
     counter = MetricType.COUNTER
-    out: list[Point] = []
     for p in items:
-        name = names.get(p.metric)
-        if name is None:
+        k = positions.get(p.metric)
+        if k is None:
             try:
-                name = names[p.metric] = clean_name(p.metric)
+                name = clean_name(p.metric)
             except ValueError:
                 return None
-        if types.setdefault(name, p.type) is not p.type:
+            k = slots.get(name)
+            if k is None:
+                k = slots[name] = len(names)
+                names.append(name)
+                kinds.append(p.type)
+            positions[p.metric] = k
+        if kinds[k] is not p.type:
             return None
         value = p.value
         if value is None:
@@ -323,8 +333,11 @@ def _valid_batch(items: list[BatchPointIn], rules: Rules, now: float) -> PointBa
             t = now
         elif type(t) is not float or not oldest <= t <= newest:
             return None
-        out.append(Point(name, p.type, value, t))
-    return PointBatch(new_batch_id(), out)
+        index.append(k)
+        times.append(t)
+        values.append(value)
+    columns = PointColumns(names, kinds, index.tobytes(), times.tobytes(), values.tobytes())
+    return PointBatch(new_batch_id(), columns=columns)
 
 
 def _check_count(n: int, rules: Rules) -> None:

@@ -39,12 +39,12 @@ class InlineQueue:
     async def put(self, batch: PointBatch) -> None:
         if self._closed:
             raise Unavailable("the service is shutting down", 1)
-        if self._points + len(batch.points) > self._max_points:
+        if self._points + len(batch) > self._max_points:
             raise Unavailable("the writer is behind; retry shortly", 1)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieve)
         self._items.append(Delivery(batch, token=done))
-        self._points += len(batch.points)
+        self._points += len(batch)
         self._wake.set()
         # If the caller is cancelled (its client went away), so is `done`, but the batch
         # stays queued and is written all the same; `ack` passes over a settled future.
@@ -61,9 +61,9 @@ class InlineQueue:
                 return []
         out: list[Delivery] = []
         taken = 0
-        while self._items and (not out or taken + len(self._items[0].batch.points) <= max_points):
+        while self._items and (not out or taken + len(self._items[0].batch) <= max_points):
             item = self._items.popleft()
-            taken += len(item.batch.points)
+            taken += len(item.batch)
             out.append(item)
         self._points -= taken
         return out

@@ -184,7 +184,7 @@ class RedisQueue:
                     "queue_batch_dropped",
                     batch=delivery.batch.batch_id,
                     reason=result.message,
-                    points=len(delivery.batch.points),
+                    points=len(delivery.batch),
                 )
         if deliveries:
             try:

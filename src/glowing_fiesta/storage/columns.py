@@ -10,7 +10,6 @@ points did.
 
 from __future__ import annotations
 
-from array import array
 from typing import Self
 
 import msgspec
@@ -37,26 +36,8 @@ class Columns(msgspec.Struct, array_like=True, gc=False):
 
     @classmethod
     def of(cls, item: WriteItem) -> Self:
-        points = item.batch.points
-        positions: dict[str, int] = {}
-        kinds: list[MetricType] = []
-        index = array("i")
-        append = index.append
-        for p in points:
-            k = positions.get(p.metric)
-            if k is None:
-                k = positions[p.metric] = len(kinds)
-                kinds.append(p.type)
-            append(k)
-        return cls(
-            item.batch.batch_id,
-            item.dedupe,
-            list(positions),
-            kinds,
-            index.tobytes(),
-            array("d", [p.timestamp for p in points]).tobytes(),
-            array("d", [p.value for p in points]).tobytes(),
-        )
+        c = item.batch.columns
+        return cls(item.batch.batch_id, item.dedupe, c.names, c.kinds, c.index, c.time, c.value)
 
     def __len__(self) -> int:
         return len(self.index) // 4
