@@ -34,6 +34,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _BUSY_TIMEOUT_S = 30.0
+_OPEN_RETRY_S = 0.005
 _LAST_ID = 2**63 - 1
 # The WAL is checkpointed by SQLite's default auto-checkpoint (every ~1,000 pages, in the
 # commit that crosses it: ~1 ms here, every ~150 bench writes); once started over it is
@@ -49,12 +50,7 @@ class Journal:
         self._conn = sqlite3.connect(
             path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        # Takes effect on a new file only (before its first table, outside a transaction):
-        # pages freed by deletions are reused by the next writes, and `shrink` gives the
-        # rest back. FULL would move pages at every deletion's commit, which the writer
-        # makes while every write waits.
-        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._to_wal()
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         self._depth = 0
@@ -67,6 +63,29 @@ class Journal:
             self.identity: str = self._conn.execute(
                 "SELECT value FROM meta WHERE key = 'identity'"
             ).fetchone()[0]
+
+    def _to_wal(self) -> None:
+        """WAL mode, waiting as a transaction would: the writer and rollup processes
+        (and `serve --workers N`) may open a new file at once, and SQLite answers
+        "database is locked" to the switch at once, without its busy timeout."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                # Takes effect on a new file only (before its first table, outside a
+                # transaction): pages freed by deletions are reused by the next writes,
+                # and `shrink` gives the rest back. FULL would move pages at every
+                # deletion's commit, which the writer makes while every write waits.
+                self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            else:
+                if mode == "wal":
+                    return
+                if time.monotonic() > deadline:
+                    raise sqlite3.OperationalError(f"the journal stays in {mode} mode")
+            time.sleep(_OPEN_RETRY_S)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
