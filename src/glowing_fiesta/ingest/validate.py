@@ -67,26 +67,31 @@ def new_batch_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
-class CounterIn(msgspec.Struct):
+# Not tracked by the garbage collector (`gc=False`): they hold only strings, numbers and
+# an enum (a batch, its list of points), so they can be in no cycle. Tracked, the 1,000
+# points of a bench batch set off collections that made its decoding take ~45% longer.
+
+
+class CounterIn(msgspec.Struct, gc=False):
     metric: str
     value: float = 1
     timestamp: TimeIn = None
 
 
-class ValueIn(msgspec.Struct):
+class ValueIn(msgspec.Struct, gc=False):
     metric: str
     value: float
     timestamp: TimeIn = None
 
 
-class BatchPointIn(msgspec.Struct):
+class BatchPointIn(msgspec.Struct, gc=False):
     metric: str
     type: MetricType
     value: float | None = None
     timestamp: TimeIn = None
 
 
-class BatchIn(msgspec.Struct):
+class BatchIn(msgspec.Struct, gc=False):
     points: list[BatchPointIn]
 
 
