@@ -131,12 +131,16 @@ class PointColumns(msgspec.Struct, frozen=True, gc=False):
         return len(self.index) // 4
 
     def points(self) -> list[Point]:
+        return [Point(*row) for row in self.rows()]
+
+    def rows(self) -> list[tuple[str, MetricType, float, float]]:
+        """(metric, type, value, timestamp) per point."""
         index, time, value = array("i"), array("d"), array("d")
         index.frombytes(self.index)
         time.frombytes(self.time)
         value.frombytes(self.value)
         names, kinds = self.names, self.kinds
-        return [Point(names[k], kinds[k], v, t) for k, t, v in zip(index, time, value, strict=True)]
+        return [(names[k], kinds[k], v, t) for k, t, v in zip(index, time, value, strict=True)]
 
 
 class PointBatch:
@@ -175,6 +179,13 @@ class PointBatch:
             assert self._points is not None  # noqa: S101 - one of the two is always set
             self._columns = PointColumns.of(self._points)
         return self._columns
+
+    def rows(self) -> list[tuple[str, MetricType, float, float]]:
+        """(metric, type, value, timestamp) per point, from whichever form is held."""
+        if self._points is not None:
+            return [(p.metric, p.type, p.value, p.timestamp) for p in self._points]
+        assert self._columns is not None  # noqa: S101 - one of the two is always set
+        return self._columns.rows()
 
     def __len__(self) -> int:
         if self._points is not None:

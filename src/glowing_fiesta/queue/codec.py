@@ -15,7 +15,7 @@ def encode(batch: PointBatch) -> bytes:
     payload = [
         _VERSION,
         batch.batch_id,
-        [(p.metric, _TYPES[p.type], p.value, p.timestamp) for p in batch.points],
+        [(metric, _TYPES[mtype], value, ts) for metric, mtype, value, ts in batch.rows()],
     ]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
