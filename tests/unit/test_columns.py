@@ -7,7 +7,6 @@ import msgspec
 import numpy as np
 
 from glowing_fiesta.model import MetricType, Point, PointBatch, PointColumns
-from glowing_fiesta.queue import codec
 from glowing_fiesta.storage.base import WriteItem
 from glowing_fiesta.storage.columns import Columns
 
@@ -70,10 +69,3 @@ def test_a_batch_held_as_columns_is_the_batch_of_its_points() -> None:
     assert held != PointBatch("b4", POINTS)
     assert Columns.of(WriteItem(held)) == Columns.of(WriteItem(PointBatch("b3", POINTS)))
     assert "5" in repr(held)
-
-
-def test_a_batch_crosses_the_broker_the_same_from_points_or_columns() -> None:
-    as_points = PointBatch("b5", POINTS)
-    as_columns = PointBatch("b5", columns=PointColumns.of(POINTS))
-    assert codec.encode(as_columns) == codec.encode(as_points)
-    assert codec.decode(codec.encode(as_columns)) == as_points

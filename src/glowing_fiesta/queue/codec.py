@@ -1,21 +1,36 @@
-"""Serialise a validated batch for a broker, and back (msgpack, compact, versioned)."""
+"""Serialise a validated batch for a broker, and back (msgpack, compact, versioned).
+
+Version 2 carries the batch as columns (`PointColumns`: names and types once each, then
+per point a name's position, a time and a value as little-endian arrays): encoding and
+decoding do no work per point, where version 1's row per point cost `serve` ~0.1 ms of
+a 1,000-point batch each way. Version 1 entries (written before) are still read.
+"""
 
 from __future__ import annotations
 
+import sys
+from array import array
+
 import msgpack
 
-from glowing_fiesta.model import MetricType, Point, PointBatch
+from glowing_fiesta.model import MetricType, Point, PointBatch, PointColumns
 
-_VERSION = 1
+_VERSION = 2
+_ROWS_VERSION = 1
 _TYPES = {MetricType.COUNTER: 0, MetricType.VALUE: 1}
 _BY_CODE = {code: mtype for mtype, code in _TYPES.items()}
 
 
 def encode(batch: PointBatch) -> bytes:
+    c = batch.columns
     payload = [
         _VERSION,
         batch.batch_id,
-        [(metric, _TYPES[mtype], value, ts) for metric, mtype, value, ts in batch.rows()],
+        c.names,
+        [_TYPES[k] for k in c.kinds],
+        _little(c.index, "i"),
+        _little(c.time, "d"),
+        _little(c.value, "d"),
     ]
     return bytes(msgpack.packb(payload, use_bin_type=True))
 
@@ -23,10 +38,44 @@ def encode(batch: PointBatch) -> bytes:
 def decode(data: bytes) -> PointBatch:
     """The batch, or ValueError for anything this version did not write."""
     try:
-        version, batch_id, rows = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        version, batch_id, *body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        if version == _ROWS_VERSION:
+            (rows,) = body
+            points = [Point(str(m), _BY_CODE[int(t)], float(v), float(ts)) for m, t, v, ts in rows]
+            return PointBatch(str(batch_id), points)
         if version != _VERSION:
             raise ValueError(f"unknown entry version {version!r}")
-        points = [Point(str(m), _BY_CODE[int(t)], float(v), float(ts)) for m, t, v, ts in rows]
-        return PointBatch(str(batch_id), points)
+        return PointBatch(str(batch_id), columns=_columns(*body))
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
         raise ValueError(f"undecodable queue entry: {exc}") from exc
+
+
+def _columns(
+    names: list[str], kinds: list[int], index: bytes, time: bytes, value: bytes
+) -> PointColumns:
+    if not all(isinstance(n, str) for n in names) or len(kinds) != len(names):
+        raise ValueError("the names and types do not match")
+    if not all(isinstance(b, bytes) for b in (index, time, value)):
+        raise TypeError("the columns are not bytes")
+    n = len(index) // 4
+    if len(index) != 4 * n or len(time) != 8 * n or len(value) != 8 * n:
+        raise ValueError("the columns differ in length")
+    positions = array("i", _little(index, "i"))
+    if n and not 0 <= min(positions) <= max(positions) < len(names):
+        raise ValueError("a point names no metric of the batch")
+    return PointColumns(
+        names,
+        [_BY_CODE[int(k)] for k in kinds],
+        positions.tobytes(),
+        _little(time, "d"),
+        _little(value, "d"),
+    )
+
+
+def _little(data: bytes, code: str) -> bytes:
+    """Native-endian array bytes as little-endian, or back (the same swap)."""
+    if sys.byteorder == "little":
+        return data
+    swapped = array(code, data)  # pragma: no cover - no big-endian host to test on
+    swapped.byteswap()  # pragma: no cover
+    return swapped.tobytes()  # pragma: no cover

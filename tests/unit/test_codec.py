@@ -1,0 +1,76 @@
+"""The broker's entries (queue/codec): a batch comes back as it went in, entries of the
+earlier version are still read, and a malformed entry is a ValueError, not a crash."""
+
+from __future__ import annotations
+
+from array import array
+
+import msgpack
+import pytest
+
+from glowing_fiesta.model import MetricType, Point, PointBatch, PointColumns
+from glowing_fiesta.queue import codec
+
+C, V = MetricType.COUNTER, MetricType.VALUE
+POINTS = [
+    Point("signups", C, 1.0, 1_700_000_000.5),
+    Point("latency ms", V, 182.5, 1_700_000_001.0),
+    Point("signups", C, 3.0, 1_699_999_999.25),
+    Point("é ünïcode", V, -0.0, 1_700_000_002.0),
+]
+
+
+def test_a_batch_comes_back_the_same_from_points_or_columns() -> None:
+    as_points = PointBatch("b1", POINTS)
+    as_columns = PointBatch("b1", columns=PointColumns.of(POINTS))
+    assert codec.encode(as_columns) == codec.encode(as_points)
+    back = codec.decode(codec.encode(as_columns))
+    assert back == as_points
+    assert back.columns == as_columns.columns
+
+
+def test_an_entry_of_the_row_version_is_still_read() -> None:
+    rows = [(p.metric, 0 if p.type is C else 1, p.value, p.timestamp) for p in POINTS]
+    entry = msgpack.packb([1, "old", rows], use_bin_type=True)
+    assert codec.decode(entry) == PointBatch("old", POINTS)
+
+
+def _entry(**change: object) -> bytes:
+    c = PointColumns.of(POINTS)
+    fields: dict[str, object] = {
+        "version": 2,
+        "id": "b2",
+        "names": c.names,
+        "kinds": [0 if k is C else 1 for k in c.kinds],
+        "index": c.index,
+        "time": c.time,
+        "value": c.value,
+    }
+    fields.update(change)
+    return bytes(msgpack.packb(list(fields.values()), use_bin_type=True))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"version": 3},
+        {"names": ["signups"]},  # fewer names than types
+        {"names": ["signups", 7, "x"]},
+        {"kinds": [0, 1, 5]},
+        {"index": array("i", [0, 1, 0, 3]).tobytes()},  # no fourth metric
+        {"index": array("i", [0, 1, 0, -1]).tobytes()},
+        {"time": b"\0" * 8},
+        {"value": "not bytes"},
+        {"index": b"\0\0\0"},
+    ],
+)
+def test_a_malformed_entry_is_a_value_error(change: dict[str, object]) -> None:
+    assert codec.decode(_entry()) == PointBatch("b2", POINTS)  # the untouched entry reads
+    with pytest.raises(ValueError, match="undecodable queue entry"):
+        codec.decode(_entry(**change))
+
+
+@pytest.mark.parametrize("data", [b"", b"\x93", msgpack.packb([2, "x"]), msgpack.packb("x")])
+def test_what_is_not_an_entry_is_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError, match="undecodable queue entry"):
+        codec.decode(data)
