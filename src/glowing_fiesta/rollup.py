@@ -559,44 +559,132 @@ def _merge_wide(job: Ints, sign: Ints, key: Ints, count: Ints) -> Bins:
 
 
 def _encode(bins: Bins, low: list[float], high: list[float], zero: list[int]) -> list[bytes]:
-    job, sign, key, count = bins
-    n = len(job)
-    stores: list[list[tuple[int, int, int, bytes]]] = [[] for _ in low]
-    if n:
-        # Interleaved (gap, count) per bin: a store's body is counts[p], gap, count, ...
-        body = np.empty(2 * n, dtype=np.int64)
-        body[0::2] = np.diff(key, prepend=0)
-        body[1::2] = count
-        wide = np.concatenate(([0], np.cumsum(body >= _ONE_BYTE)))
-        narrow = body.clip(0, 0xFF).astype(np.uint8).tobytes()
-        change = np.flatnonzero((np.diff(job) != 0) | (np.diff(sign) != 0)) + 1
-        firsts = np.concatenate(([0], change)).tolist()
-        lasts = [*change.tolist(), n]
-        for p, q, j, s, first in zip(
-            firsts,
-            lasts,
-            job[firsts].tolist(),
-            sign[firsts].tolist(),
-            key[firsts].tolist(),
-            strict=True,
-        ):
-            if q - p > sk.MAX_BINS:
-                stores[j].append((s, -1, p, b""))  # folded below, by Sketch itself
-                continue
-            if wide[2 * q] == wide[2 * p + 1]:
-                part = narrow[2 * p + 1 : 2 * q]
-            else:
-                out = bytearray()
-                sk.put_varints(out, body[2 * p + 1 : 2 * q].tolist())
-                part = bytes(out)
-            stores[j].append((s, q - p, first, part))
-    result = []
-    for j, parts in enumerate(stores):
-        if any(nbins < 0 for _, nbins, _, _ in parts):
-            result.append(_folded(bins, j, low[j], high[j], zero[j]))
-        else:
-            result.append(sk.assemble(low[j], high[j], zero[j], parts))
+    """Each job's sketch bytes (`sk.assemble`'s layout), built for all jobs at once: a
+    job's bytes are its header and its stores' varints, each a slice of one buffer made
+    by numpy. Built one job at a time, ~3.4 us a job was ~8% of a rollup."""
+    jobs = len(low)
+    stores = _Stores.of(bins)
+    # A job's stores are consecutive: its bytes run from its first store to its last.
+    span_start = [0] * jobs
+    span_end = [0] * jobs
+    for j, a, b in zip(stores.job.tolist(), stores.start, stores.end, strict=True):
+        if not span_end[j]:
+            span_start[j] = a
+        span_end[j] = b
+    heads, head_at, head_len = _heads(low, high, zero, stores)
+    result = [
+        heads[h : h + length] + stores.data[a:b]
+        for h, length, a, b in zip(head_at, head_len, span_start, span_end, strict=True)
+    ]
+    for j in np.unique(stores.job[stores.nbins > sk.MAX_BINS]).tolist():
+        result[j] = _folded(bins, j, low[j], high[j], zero[j])
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Stores:
+    """The bin stores of many sketches: runs of one (job, sign) among the bins, each
+    written as varints: its bin count, zigzag first bin, then the first bin's count and,
+    per further bin, the gap to it and its count. `data` holds them back to back, and
+    store i is `data[start[i]:end[i]]`."""
+
+    job: Ints
+    sign: Ints
+    nbins: Ints
+    data: bytes
+    start: list[int]
+    end: list[int]
+
+    @classmethod
+    def of(cls, bins: Bins) -> _Stores:
+        job, sign, key, count = bins
+        n = len(job)
+        change = np.flatnonzero((np.diff(job) != 0) | (np.diff(sign) != 0)) + 1
+        firsts = np.concatenate(([0], change)).astype(np.int64) if n else np.zeros(0, np.int64)
+        nbins = np.diff(np.concatenate((firsts, [n]))).astype(np.int64)
+        first = key[firsts]
+        sizes = 2 * nbins + 1  # numbers per store
+        at = np.cumsum(sizes) - sizes
+        numbers = np.empty(int(sizes.sum()), dtype=np.int64)
+        numbers[at] = nbins
+        numbers[at + 1] = (first << 1) ^ (first >> 63)
+        interleaved = np.empty(2 * n, dtype=np.int64)
+        interleaved[0::2] = np.diff(key, prepend=0)
+        interleaved[1::2] = count
+        keep = np.ones(2 * n, dtype=bool)
+        keep[2 * firsts] = False  # a store's first bin is in its header, not a gap
+        body = np.ones(len(numbers), dtype=bool)
+        body[at] = body[at + 1] = False
+        numbers[body] = interleaved[keep]
+        data, offsets = _varints_of(numbers)
+        return cls(
+            job[firsts],
+            sign[firsts],
+            nbins,
+            data.tobytes(),
+            offsets[at].tolist(),
+            offsets[at + sizes].tolist(),
+        )
+
+
+def _heads(
+    low: list[float], high: list[float], zero: list[int], stores: _Stores
+) -> tuple[bytes, list[int], list[int]]:
+    """Each job's header (version, flags, min, max if it differs, zero count if any),
+    back to back, with where each starts and its length."""
+    jobs = len(low)
+    low_a = np.asarray(low, dtype="<f8")
+    high_a = np.asarray(high, dtype="<f8")
+    zero_a = np.asarray(zero, dtype=np.int64)
+    has_max = low_a.view(np.int64) != high_a.view(np.int64)  # as their bytes differ
+    has_zero = zero_a > 0
+    signs = np.zeros((jobs, 2), dtype=bool)
+    signs[stores.job, stores.sign] = True
+    flags = (
+        sk.FLAG_MIN
+        | np.where(has_max, sk.FLAG_MAX, 0)
+        | np.where(has_zero, sk.FLAG_ZERO, 0)
+        | np.where(signs[:, 0], sk.FLAG_POSITIVE, 0)
+        | np.where(signs[:, 1], sk.FLAG_NEGATIVE, 0)
+    )
+    zeros, zero_at = _varints_of(zero_a[has_zero])
+    zero_len = np.zeros(jobs, dtype=np.int64)
+    zero_len[has_zero] = np.diff(zero_at)
+    head_len = 10 + 8 * has_max + zero_len
+    head_at = np.cumsum(head_len) - head_len
+    head = np.empty(int(head_len.sum()), dtype=np.uint8)
+    head[head_at] = sk.VERSION
+    head[head_at + 1] = flags
+    _scatter(head, head_at + 2, low_a)
+    _scatter(head, head_at[has_max] + 10, high_a[has_max])
+    zero_dest = (head_at + 10 + 8 * has_max)[has_zero]
+    head[np.repeat(zero_dest - zero_at[:-1], np.diff(zero_at)) + np.arange(len(zeros))] = zeros
+    return head.tobytes(), head_at.tolist(), head_len.tolist()
+
+
+def _varints_of(numbers: Ints) -> tuple[NDArray[np.uint8], Ints]:
+    """LEB128 varints of non-negative `numbers`, back to back, and where each starts
+    (then the end). Most are one byte (bin counts and gaps): only the longer ones are
+    visited for their further bytes."""
+    length = np.ones(len(numbers), dtype=np.int64)
+    longer = [np.flatnonzero(numbers >= _ONE_BYTE)]
+    while len(longer[-1]):
+        length[longer[-1]] += 1
+        rest = longer[-1]
+        longer.append(rest[(numbers[rest] >> (7 * (len(longer) + 1))) > 0])
+    ends = np.cumsum(length)
+    starts = ends - length
+    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
+    out[starts] = (numbers & 0x7F) | np.where(length > 1, 0x80, 0)
+    for byte, which in enumerate(longer[:-1], start=1):
+        digit = (numbers[which] >> (7 * byte)) & 0x7F
+        out[starts[which] + byte] = digit | np.where(length[which] > byte + 1, 0x80, 0)
+    return out, np.concatenate((starts, ends[-1:] if len(ends) else [0])).astype(np.int64)
+
+
+def _scatter(buf: NDArray[np.uint8], at: Ints, values: Floats) -> None:
+    """Each float's 8 little-endian bytes into `buf` from its position in `at`."""
+    buf[at[:, None] + np.arange(8)] = values.astype("<f8").view(np.uint8).reshape(-1, 8)
 
 
 def _folded(bins: Bins, job: int, low: float, high: float, zero: int) -> bytes:

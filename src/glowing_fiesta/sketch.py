@@ -25,7 +25,20 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MAX_BINS", "ZERO_THRESHOLD", "Sketch", "assemble", "indices", "parse_header"]
+__all__ = [
+    "FLAG_MAX",
+    "FLAG_MIN",
+    "FLAG_NEGATIVE",
+    "FLAG_POSITIVE",
+    "FLAG_ZERO",
+    "MAX_BINS",
+    "VERSION",
+    "ZERO_THRESHOLD",
+    "Sketch",
+    "assemble",
+    "indices",
+    "parse_header",
+]
 
 _RELATIVE_ACCURACY = 0.005
 _GAMMA = (1 + _RELATIVE_ACCURACY) / (1 - _RELATIVE_ACCURACY)
@@ -55,6 +68,13 @@ def _index(magnitude: float) -> int:
 
 ZERO_THRESHOLD = _ZERO_THRESHOLD
 MAX_BINS = _MAX_BINS
+# The layout's version byte and flags, for writers of the bytes in bulk (rollup._encode).
+VERSION = _VERSION
+FLAG_MIN = _HAS_MIN
+FLAG_MAX = _HAS_MAX
+FLAG_ZERO = _HAS_ZERO
+FLAG_POSITIVE = _HAS_POSITIVE
+FLAG_NEGATIVE = _HAS_NEGATIVE
 # A product this close to an integer is a bin edge, where numpy's log and libm's may
 # round apart: |log * 1/log(gamma)| < 8e4, so they differ by far less than this.
 _EDGE = 1e-6
