@@ -232,11 +232,12 @@ def merge(
         for i in np.flatnonzero(np.asarray(cells.count, dtype=np.int64) > SMALL).tolist():
             if not olds or olds[i] is None:
                 wanted.append((i, None))
+        # One resolution at a time: built for all four at once, the bins (several int64
+        # arrays over every value, per resolution) were a transient ~45 MB of a
+        # 100,000-point rollup. Only the last resolution's are kept, for the next.
         if res == Resolution.MINUTE:
             # Few minute cells need a sketch (most hold a few exact values): their values
-            # are gathered. One resolution at a time: built for all at once, their bins
-            # (several int64 arrays over every value, per resolution) were a transient
-            # ~45 MB of the writer process for a 100,000-point rollup.
+            # are gathered rather than every minute cell's bins built.
             source: _CellBins | None = None
         elif finer is not None and res % int(finer.res) == 0:
             source = finer.coarser(cells)
@@ -559,7 +560,7 @@ def _merge_wide(job: Ints, sign: Ints, key: Ints, count: Ints) -> Bins:
 
 
 def _encode(bins: Bins, low: list[float], high: list[float], zero: list[int]) -> list[bytes]:
-    """Each job's sketch bytes (`sk.assemble`'s layout), built for all jobs at once: a
+    """Each job's sketch bytes (`Sketch.to_bytes`'s layout), built for all jobs at once: a
     job's bytes are its header and its stores' varints, each a slice of one buffer made
     by numpy. Built one job at a time, ~3.4 us a job was ~8% of a rollup."""
     jobs = len(low)

@@ -35,7 +35,6 @@ __all__ = [
     "VERSION",
     "ZERO_THRESHOLD",
     "Sketch",
-    "assemble",
     "indices",
     "parse_header",
 ]
@@ -118,35 +117,6 @@ def has_zero(flags: int) -> bool:
 def store_signs(flags: int) -> list[int]:
     """The stores a sketch's bytes hold, in order: 0 positive, 1 negative."""
     return [sign for sign, flag in ((0, _HAS_POSITIVE), (1, _HAS_NEGATIVE)) if flags & flag]
-
-
-def assemble(
-    low: float, high: float, zero: int, stores: list[tuple[int, int, int, bytes]]
-) -> bytes:
-    """`to_bytes` from parts: bounds, zero count and, per non-empty store in ascending
-    sign (0 positive, 1 negative), (sign, bin count, first bin, varint body)."""
-    out = bytearray((_VERSION, 0))
-    flags = _HAS_MIN
-    low_bytes = _F64.pack(low)
-    out += low_bytes
-    high_bytes = _F64.pack(high)
-    if high_bytes != low_bytes:
-        flags |= _HAS_MAX
-        out += high_bytes
-    if zero:
-        flags |= _HAS_ZERO
-        _put_varints(out, [zero])
-    for sign, nbins, first, body in stores:
-        flags |= _HAS_NEGATIVE if sign else _HAS_POSITIVE
-        _put_varints(out, [nbins, (first << 1) ^ (first >> 63)])
-        out += body
-    out[1] = flags
-    return bytes(out)
-
-
-def put_varints(out: bytearray, numbers: list[int]) -> None:
-    """Append non-negative ints as LEB128 varints."""
-    _put_varints(out, numbers)
 
 
 def _collapse(store: Counter[int]) -> None:

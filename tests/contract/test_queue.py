@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
+import msgpack
 import pytest
 
 from glowing_fiesta.errors import Unavailable
@@ -150,7 +151,17 @@ def test_backpressure_when_the_stream_is_full(redis_target: tuple[str, str]) -> 
     asyncio.run(scenario())
 
 
-def test_undecodable_entries_are_dropped_not_delivered(redis_target: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    "poison",
+    [
+        b"\xc1 not msgpack",
+        # A version 2 entry whose type code is infinity: int() of it is an OverflowError.
+        msgpack.packb([2, "bad", ["a"], [float("inf")], b"\0" * 4, b"\0" * 8, b"\0" * 8]),
+    ],
+)
+def test_undecodable_entries_are_dropped_not_delivered(
+    redis_target: tuple[str, str], poison: bytes
+) -> None:
     import redis.asyncio as aioredis
 
     url, prefix = redis_target
@@ -158,7 +169,7 @@ def test_undecodable_entries_are_dropped_not_delivered(redis_target: tuple[str, 
     async def scenario() -> None:
         async with started(RedisQueue(url, prefix=prefix)) as q:
             raw = aioredis.Redis.from_url(url)
-            await raw.xadd(f"{prefix}:points", {b"b": b"\xc1 not msgpack"})
+            await raw.xadd(f"{prefix}:points", {b"b": poison})
             await raw.aclose()
             good = batch()
             await q.put(good)

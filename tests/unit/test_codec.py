@@ -62,6 +62,12 @@ def _entry(**change: object) -> bytes:
         {"time": b"\0" * 8},
         {"value": "not bytes"},
         {"index": b"\0\0\0"},
+        {"kinds": [0, float("inf"), 1]},  # int() of it is an OverflowError
+        {"kinds": [0, "1", 1]},
+        {"names": "abc"},
+        {"names": ["signups", "signups", "x"]},
+        {"value": array("d", [1.0, float("nan"), 2.0, 3.0]).tobytes()},
+        {"time": array("d", [1.7e9, float("inf"), 1.7e9, 1.7e9]).tobytes()},
     ],
 )
 def test_a_malformed_entry_is_a_value_error(change: dict[str, object]) -> None:
@@ -70,7 +76,17 @@ def test_a_malformed_entry_is_a_value_error(change: dict[str, object]) -> None:
         codec.decode(_entry(**change))
 
 
-@pytest.mark.parametrize("data", [b"", b"\x93", msgpack.packb([2, "x"]), msgpack.packb("x")])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x93",
+        msgpack.packb([2, "x"]),
+        msgpack.packb("x"),
+        msgpack.packb([1, "old", [("a", float("inf"), 1.0, 1.7e9)]]),
+        msgpack.packb([1, "old", [("a", 0, float("nan"), 1.7e9)]]),
+    ],
+)
 def test_what_is_not_an_entry_is_a_value_error(data: bytes) -> None:
     with pytest.raises(ValueError, match="undecodable queue entry"):
         codec.decode(data)

@@ -652,7 +652,7 @@ def split(data: bytes) -> tuple[bytes, list[int]]:
 
 def join(head: bytes, numbers: list[int]) -> bytes:
     out = bytearray(head)
-    sk.put_varints(out, numbers)
+    sk._put_varints(out, numbers)
     return bytes(out)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from math import isfinite
 
 import msgpack
 
@@ -41,19 +42,33 @@ def decode(data: bytes) -> PointBatch:
         version, batch_id, *body = msgpack.unpackb(data, raw=False, strict_map_key=True)
         if version == _ROWS_VERSION:
             (rows,) = body
-            points = [Point(str(m), _BY_CODE[int(t)], float(v), float(ts)) for m, t, v, ts in rows]
+            points = [Point(str(m), _type(t), float(v), float(ts)) for m, t, v, ts in rows]
+            if not all(isfinite(p.value) and isfinite(p.timestamp) for p in points):
+                raise ValueError("a point is not a finite number")
             return PointBatch(str(batch_id), points)
         if version != _VERSION:
             raise ValueError(f"unknown entry version {version!r}")
         return PointBatch(str(batch_id), columns=_columns(*body))
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+    # Whatever a malformed entry raises: the caller drops it as poison, and anything
+    # else would stop the entries read with it (OverflowError: int(float("inf"))).
+    except (ValueError, TypeError, KeyError, OverflowError, msgpack.UnpackException) as exc:
         raise ValueError(f"undecodable queue entry: {exc}") from exc
+
+
+def _type(code: object) -> MetricType:
+    if type(code) is not int:
+        raise TypeError(f"a type code is not an int: {code!r}")
+    return _BY_CODE[code]
 
 
 def _columns(
     names: list[str], kinds: list[int], index: bytes, time: bytes, value: bytes
 ) -> PointColumns:
-    if not all(isinstance(n, str) for n in names) or len(kinds) != len(names):
+    if not isinstance(names, list) or not isinstance(kinds, list):
+        raise TypeError("the names and types are not lists")
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ValueError("the names are not distinct strings")
+    if len(kinds) != len(names):
         raise ValueError("the names and types do not match")
     if not all(isinstance(b, bytes) for b in (index, time, value)):
         raise TypeError("the columns are not bytes")
@@ -63,12 +78,11 @@ def _columns(
     positions = array("i", _little(index, "i"))
     if n and not 0 <= min(positions) <= max(positions) < len(names):
         raise ValueError("a point names no metric of the batch")
+    times, values = array("d", _little(time, "d")), array("d", _little(value, "d"))
+    if not all(map(isfinite, times)) or not all(map(isfinite, values)):
+        raise ValueError("a point is not a finite number")
     return PointColumns(
-        names,
-        [_BY_CODE[int(k)] for k in kinds],
-        positions.tobytes(),
-        _little(time, "d"),
-        _little(value, "d"),
+        names, [_type(k) for k in kinds], positions.tobytes(), times.tobytes(), values.tobytes()
     )
 
 
