@@ -94,7 +94,7 @@ class Point(msgspec.Struct, frozen=True, array_like=True, gc=False):
     timestamp: float
 
 
-class PointColumns(msgspec.Struct, frozen=True, gc=False):
+class PointColumns(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A batch's points as columns: its distinct metric names with their types (one type
     per name), and per point the position of its name in `names`, its time and its
     value, as native-endian arrays. What the writer takes; validation of a JSON batch

@@ -12,11 +12,12 @@ from glowing_fiesta.model import MetricType, Point, PointBatch, PointColumns
 from glowing_fiesta.queue import codec
 
 C, V = MetricType.COUNTER, MetricType.VALUE
+# Three metrics, one of them twice: name positions 0, 1, 0, 2.
 POINTS = [
-    Point("signups", C, 1.0, 1_700_000_000.5),
-    Point("latency ms", V, 182.5, 1_700_000_001.0),
-    Point("signups", C, 3.0, 1_699_999_999.25),
-    Point("é ünïcode", V, -0.0, 1_700_000_002.0),
+    Point("orders", C, 2.0, 1_700_000_100.0),
+    Point("queue depth", V, 17.5, 1_700_000_101.5),
+    Point("orders", C, 1.0, 1_700_000_099.75),
+    Point("ñame", V, -3.0, 1_700_000_102.0),
 ]
 
 
@@ -54,8 +55,8 @@ def _entry(**change: object) -> bytes:
     "change",
     [
         {"version": 3},
-        {"names": ["signups"]},  # fewer names than types
-        {"names": ["signups", 7, "x"]},
+        {"names": ["orders"]},  # fewer names than types
+        {"names": ["orders", 7, "x"]},
         {"kinds": [0, 1, 5]},
         {"index": array("i", [0, 1, 0, 3]).tobytes()},  # no fourth metric
         {"index": array("i", [0, 1, 0, -1]).tobytes()},
@@ -65,7 +66,7 @@ def _entry(**change: object) -> bytes:
         {"kinds": [0, float("inf"), 1]},  # int() of it is an OverflowError
         {"kinds": [0, "1", 1]},
         {"names": "abc"},
-        {"names": ["signups", "signups", "x"]},
+        {"names": ["orders", "orders", "x"]},
         {"value": array("d", [1.0, float("nan"), 2.0, 3.0]).tobytes()},
         {"time": array("d", [1.7e9, float("inf"), 1.7e9, 1.7e9]).tobytes()},
     ],

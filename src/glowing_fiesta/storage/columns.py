@@ -17,45 +17,47 @@ import numpy as np
 from numpy.typing import NDArray
 
 from glowing_fiesta.errors import Detail, TypeConflict
-from glowing_fiesta.model import MetricType
+from glowing_fiesta.model import MetricType, PointColumns
 from glowing_fiesta.storage.base import WriteItem
 
 
 class Columns(msgspec.Struct, array_like=True, gc=False):
-    """One batch of points: its distinct metric names with their types (one type per
-    name: validation rejects a batch that sends a name as both, and the broker's codec
-    an entry that names one twice), and per point the position of its name in
-    `names`, its time and its value, as native-endian arrays."""
+    """One batch as the writer takes it: its id, whether a redelivery must be a no-op,
+    and its points as `PointColumns` (one type per name: validation rejects a batch
+    that sends a name as both, and the broker's codec an entry that names one twice)."""
 
     batch_id: str
     dedupe: bool
-    names: list[str]
-    kinds: list[MetricType]
-    index: bytes  # int32 per point
-    time: bytes  # float64 per point
-    value: bytes  # float64 per point
+    points: PointColumns
 
     @classmethod
     def of(cls, item: WriteItem) -> Self:
-        c = item.batch.columns
-        return cls(item.batch.batch_id, item.dedupe, c.names, c.kinds, c.index, c.time, c.value)
+        return cls(item.batch.batch_id, item.dedupe, item.batch.columns)
 
     def __len__(self) -> int:
-        return len(self.index) // 4
+        return len(self.points)
+
+    @property
+    def names(self) -> list[str]:
+        return self.points.names
+
+    @property
+    def kinds(self) -> list[MetricType]:
+        return self.points.kinds
 
     def pairs(self) -> zip[tuple[str, MetricType]]:
-        return zip(self.names, self.kinds, strict=True)
+        return zip(self.points.names, self.points.kinds, strict=True)
 
     def metric_ids(self, ids: dict[str, int]) -> NDArray[np.int64]:
         """Each point's metric id, from the ids of `names`."""
         lookup = np.array([ids[n] for n in self.names], dtype=np.int64)
-        return lookup[np.frombuffer(self.index, dtype=np.int32)]
+        return lookup[np.frombuffer(self.points.index, dtype=np.int32)]
 
     def times(self) -> NDArray[np.float64]:
-        return np.frombuffer(self.time, dtype=np.float64)
+        return np.frombuffer(self.points.time, dtype=np.float64)
 
     def values(self) -> NDArray[np.float64]:
-        return np.frombuffer(self.value, dtype=np.float64)
+        return np.frombuffer(self.points.value, dtype=np.float64)
 
     def conflict(self, types: dict[str, MetricType]) -> TypeConflict | None:
         """The points whose metric has the other type in `types`, if any."""
@@ -64,7 +66,7 @@ class Columns(msgspec.Struct, array_like=True, gc=False):
         }
         if not bad:
             return None
-        index = np.frombuffer(self.index, dtype=np.int32)
+        index = np.frombuffer(self.points.index, dtype=np.int32)
         details = [
             Detail(
                 f"metric {self.names[k]!r} is a {types[self.names[k]].value}, "
