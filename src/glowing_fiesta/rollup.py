@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -656,8 +657,8 @@ def _heads(
     head = np.empty(int(head_len.sum()), dtype=np.uint8)
     head[head_at] = sk.VERSION
     head[head_at + 1] = flags
-    _scatter(head, head_at + 2, low_a)
-    _scatter(head, head_at[has_max] + 10, high_a[has_max])
+    scatter(head, head_at + 2, low_a)
+    scatter(head, head_at[has_max] + 10, high_a[has_max])
     zero_dest = (head_at + 10 + 8 * has_max)[has_zero]
     head[np.repeat(zero_dest - zero_at[:-1], np.diff(zero_at)) + np.arange(len(zeros))] = zeros
     return head.tobytes(), head_at.tolist(), head_len.tolist()
@@ -683,9 +684,11 @@ def _varints_of(numbers: Ints) -> tuple[NDArray[np.uint8], Ints]:
     return out, np.concatenate((starts, ends[-1:] if len(ends) else [0])).astype(np.int64)
 
 
-def _scatter(buf: NDArray[np.uint8], at: Ints, values: Floats) -> None:
-    """Each float's 8 little-endian bytes into `buf` from its position in `at`."""
-    buf[at[:, None] + np.arange(8)] = values.astype("<f8").view(np.uint8).reshape(-1, 8)
+def scatter(buf: NDArray[np.uint8], at: Ints, values: NDArray[Any]) -> None:
+    """Each value's bytes (as its dtype lays them out) into `buf` from its position in
+    `at`: fixed-width fields of many records written at once."""
+    width = values.dtype.itemsize
+    buf[at[:, None] + np.arange(width)] = values.view(np.uint8).reshape(-1, width)
 
 
 def _folded(bins: Bins, job: int, low: float, high: float, zero: int) -> bytes:

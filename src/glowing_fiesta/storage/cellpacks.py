@@ -24,13 +24,12 @@ import math
 import struct
 from collections.abc import Iterable, Mapping
 from itertools import repeat
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from glowing_fiesta.model import Resolution
-from glowing_fiesta.rollup import Merged, Row
+from glowing_fiesta.rollup import Merged, Row, scatter
 from glowing_fiesta.rollup import Stored as Cell
 
 # Stored resolution -> the span of one row, in seconds.
@@ -176,11 +175,11 @@ def _packs(cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell
     cell_n = n[pack_of]
     head = offset[pack_of] + 2  # where each cell's pack's fixed part starts
     buf[head + slot] = (start - first) // res
-    _scatter(buf, head + cell_n + 8 * slot, np.asarray(count, dtype="<i8"))
-    _scatter(buf, head + 9 * cell_n + 8 * slot, np.asarray(cells.sum, dtype="<f8"))
-    _scatter(buf, head + 17 * cell_n + 8 * slot, np.asarray(cells.min, dtype="<f8"))
-    _scatter(buf, head + 25 * cell_n + 8 * slot, np.asarray(cells.max, dtype="<f8"))
-    _scatter(buf, head + 33 * cell_n + 4 * slot, lengths.astype("<u4"))
+    scatter(buf, head + cell_n + 8 * slot, np.asarray(count, dtype="<i8"))
+    scatter(buf, head + 9 * cell_n + 8 * slot, np.asarray(cells.sum, dtype="<f8"))
+    scatter(buf, head + 17 * cell_n + 8 * slot, np.asarray(cells.min, dtype="<f8"))
+    scatter(buf, head + 25 * cell_n + 8 * slot, np.asarray(cells.max, dtype="<f8"))
+    scatter(buf, head + 33 * cell_n + 4 * slot, lengths.astype("<u4"))
     fixed = buf.tobytes()
     joined = b"".join(summary)
     ends = np.cumsum(lengths)
@@ -248,9 +247,3 @@ def _stored_in(
         if k is not None:
             out.setdefault(k, {})[s] = cell
     return out
-
-
-def _scatter(buf: NDArray[np.uint8], at: NDArray[np.int64], values: NDArray[Any]) -> None:
-    """Each value's bytes into `buf` from its position in `at`."""
-    width = values.dtype.itemsize
-    buf[at[:, None] + np.arange(width)] = values.view(np.uint8).reshape(-1, width)
