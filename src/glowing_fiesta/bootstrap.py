@@ -128,8 +128,8 @@ class ServeRuntime:
         _calm_garbage_collector()
         self._others = [asyncio.create_task(_every(10.0, c.services.auth.flush_last_used))]
         if c.embedded:
-            if c.settings.writer_process:
-                await c.storage.write_in_process(
+            if c.settings.rollup_process:
+                await c.storage.start_rollups(
                     log_level=c.settings.log_level, log_format=c.settings.log_format
                 )
             self._writer = asyncio.create_task(c.writer.run(), name="writer")

@@ -82,7 +82,7 @@ class Point(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     A msgspec Struct rather than a frozen dataclass: a 1,000-point batch builds 1,000 of
     them per request, and a frozen dataclass's `__init__` took ~0.6 ms of that; as
-    arrays they also cross to the writer process in fewer bytes. Not tracked by the
+    arrays they also took fewer bytes on the wire. Not tracked by the
     garbage collector (`gc=False`: a point holds only a string, an enum and floats, so
     it can be in no cycle): the writer process decoding a 2,000-point request spent
     half its 1.4 ms in collections triggered by the points themselves.

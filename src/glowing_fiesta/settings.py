@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(default=5.0, ge=0, le=10)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
     writer_max_points: int = Field(default=20_000, gt=0)
-    # Embedded layout: write in a child process, so HTTP and writing each have a core.
-    writer_process: bool = True
+    # Embedded layout on SQLite: journal each write and write its blocks and cells in a
+    # rollup process, many writes at a time (storage/journaling.py); false: with the
+    # write, on `serve`'s writer thread.
+    rollup_process: bool = True
 
     @field_validator("database_url")
     @classmethod

@@ -3,9 +3,6 @@ msgpack wire, and type conflicts named per point as before."""
 
 from __future__ import annotations
 
-import msgspec
-import numpy as np
-
 from glowing_fiesta.model import MetricType, Point, PointBatch, PointColumns
 from glowing_fiesta.storage.base import WriteItem
 from glowing_fiesta.storage.columns import Columns
@@ -32,14 +29,6 @@ def test_columns_keep_every_point_in_order_with_its_name_type_time_and_value() -
     assert cols.metric_ids(ids).tolist() == [ids[p.metric] for p in POINTS]
     assert cols.times().tolist() == [p.timestamp for p in POINTS]
     assert cols.values().tolist() == [p.value for p in POINTS]
-
-
-def test_columns_cross_the_writer_process_wire_unchanged() -> None:
-    cols = columns()
-    back = msgspec.msgpack.decode(msgspec.msgpack.encode(cols), type=Columns)
-    assert back == cols
-    assert all(type(k) is MetricType for k in back.kinds)
-    assert np.array_equal(back.values(), cols.values())
 
 
 def test_a_conflict_names_every_point_of_a_metric_stored_with_the_other_type() -> None:

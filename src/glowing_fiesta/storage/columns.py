@@ -1,11 +1,12 @@
-"""A write's batch as columns: what the writer takes, over the writer process's socket too.
+"""A write's batch as columns: what the writer takes.
 
 The writer needs each batch's distinct (name, type) pairs and its points as arrays of
-metric ids, times and values. Sent as `Point` structs, the writer process decoded every
-point into an object and walked them four times to get there: ~1.3 ms of its loop for a
-group of four 1,000-point batches, against ~0.2 ms from columns (in-process timings,
-best of 200). A batch validated from JSON is built as columns already
-(`model.PointColumns`), so `Columns.of` only adds the batch's id and dedupe flag.
+metric ids, times and values. Sent as `Point` structs (to the writer process `serve` had
+until the tenth session), the writer decoded every point into an object and walked them
+four times to get there: ~1.3 ms of its loop for a group of four 1,000-point batches,
+against ~0.2 ms from columns (in-process timings, best of 200). A batch validated from
+JSON is built as columns already (`model.PointColumns`), so `Columns.of` only adds the
+batch's id and dedupe flag.
 """
 
 from __future__ import annotations

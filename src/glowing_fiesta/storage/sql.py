@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import msgspec
 import numpy as np
 import structlog
 from sqlalchemy import (
@@ -40,7 +41,8 @@ from glowing_fiesta.storage import blocks, cellpacks, dialects
 from glowing_fiesta.storage.base import CellRow, Read, StorageStats, WriteItem
 from glowing_fiesta.storage.columns import Columns
 from glowing_fiesta.storage.journal import Journal
-from glowing_fiesta.storage.process import WriteProcess
+from glowing_fiesta.storage.journaling import JournalWriter
+from glowing_fiesta.storage.roller import Config
 from glowing_fiesta.storage.schema import (
     api_keys,
     journal_marks,
@@ -116,10 +118,9 @@ class SqlStorage:
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
         self.url = dialects.driver_url(url)
         self._synchronous = sqlite_synchronous
-        # When set, `apply` (the hot path) runs in that process; every other write
-        # (keys, metric deletion, retention) stays here and takes the engine's lock the
-        # usual way.
-        self._process: WriteProcess | None = None
+        # When set (`start_rollups`), `apply` commits to the journal and the rollup
+        # process writes the cells (storage/journaling.py).
+        self._journaling: JournalWriter | None = None
         self._write_engine = create_engine(
             self.url,
             **dialects.engine_options(self.url, writer=True),
@@ -175,6 +176,18 @@ class SqlStorage:
         # appended to it, as (id, points), until it sees them rolled up; and the journal's
         # mark (see journal.py) as it last saw it.
         self._journal_path = dialects.journal_path(self.url)
+        # The journal commit's read of the write's metrics has a connection of its own:
+        # on `serve`'s event loop it must not wait for the writing connection, which the
+        # writer thread may hold while a rollup holds the database's write lock
+        # (retention's chunks, the keys' last-used times).
+        self._append_engine = self._write_engine
+        if self._journal_path is not None:
+            self._append_engine = create_engine(
+                self.url, **dialects.engine_options(self.url, writer=True)
+            )
+            dialects.configure(
+                self._append_engine, writer=True, sqlite_synchronous=sqlite_synchronous
+            )
         self._journal: Journal | None = None
         self._appended: collections.deque[tuple[int, int]] = collections.deque()
         self._appended_points = 0
@@ -256,41 +269,51 @@ class SqlStorage:
             await asyncio.to_thread(self._open_journal)
             await self._write(self._recover)
 
-    async def write_in_process(self, *, log_level: str, log_format: str) -> None:
-        """From now on run `apply` in a child process (storage/process.py)."""
-        process = WriteProcess(
+    async def start_rollups(self, *, log_level: str, log_format: str) -> None:
+        """From now on `apply` commits each write to the journal, and a rollup process
+        writes their blocks and cells (storage/journaling.py). SQLite files only; on
+        other databases `apply` goes on writing the cells with the points."""
+        if not self.can_defer_rollups or self._journaling is not None:
+            return
+        config = Config(
             self.url.render_as_string(hide_password=False),
-            sqlite_synchronous=self._synchronous,
-            log_level=log_level,
-            log_format=log_format,
+            self._synchronous,
+            log_level,
+            log_format,
         )
-        await process.start()
-        self._process = process
+        self._journaling = JournalWriter(self, msgspec.msgpack.encode(config))
+        self._journaling.start()
 
     @property
-    def writer_pid(self) -> int | None:
-        """The writer process's pid, when `apply` runs in one."""
-        return self._process.pid if self._process is not None else None
+    def rollup_pid(self) -> int | None:
+        """The rollup process's pid, when there is one."""
+        return self._journaling.rollup_pid if self._journaling is not None else None
+
+    async def on_writer_thread(self, fn: Callable[[], T]) -> T:
+        """`fn()` on the writer thread (with the journal's connection, under
+        `JournalWriter.exclusive()`)."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
 
     def dispose(self) -> None:
-        """Close every connection (synchronously, for the writer process)."""
+        """Close every connection (synchronously, for the rollup process)."""
         self._writer.shutdown(wait=True)
         if self._journal is not None:
             self._journal.close()
             self._journal = None
         self._write_engine.dispose()
+        self._append_engine.dispose()
         self._read_engine.dispose()
 
     async def close(self) -> None:
-        if self._process is not None:
-            await self._process.stop()
+        if self._journaling is not None:
+            await self._journaling.stop()
         self.dispose()
 
     async def _settle(self) -> None:
-        """Before reading points or cells: have the writer process write the blocks and
-        cells it deferred, so that a read sees every write acknowledged before it."""
-        if self._process is not None:
-            await self._process.settle()
+        """Before reading points or cells: have the blocks and cells of the journal's
+        writes written, so that a read sees every write acknowledged before it."""
+        if self._journaling is not None:
+            await self._journaling.settle()
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute(select(1)).scalar())
@@ -307,8 +330,8 @@ class SqlStorage:
 
     async def apply(self, items: Sequence[WriteItem]) -> list[TypeConflict | None]:
         batches = [Columns.of(item) for item in items]
-        if self._process is not None:
-            return await self._process.apply(batches)
+        if self._journaling is not None:
+            return await self._journaling.apply(batches)
         results, metrics = await self._write(lambda conn: self._apply(conn, batches))
         self._remember(metrics)
         return results
@@ -316,7 +339,7 @@ class SqlStorage:
     def apply_now(
         self, items: Sequence[WriteItem | Columns], *, defer_rollups: bool = False
     ) -> list[TypeConflict | None]:
-        """`apply` on the calling thread (the writer process's loop).
+        """`apply` on the calling thread.
 
         With `defer_rollups` (where `can_defer_rollups`), the write's points are
         committed as one row of the journal (storage/journal.py) and their blocks and
@@ -333,13 +356,26 @@ class SqlStorage:
         batches = [i if isinstance(i, Columns) else Columns.of(i) for i in items]
         # Redelivered batches' claims must commit with their points, in one file.
         if defer_rollups and self.can_defer_rollups and not any(b.dedupe for b in batches):
-            return self._append(batches)
+            results = self._append(batches, create_metrics=True)
+            assert results is not None  # noqa: S101 - create_metrics=True always appends
+            return results
         results, metrics = self._write_now(lambda conn: self._apply(conn, batches))
         self._remember(metrics)
         return results
 
-    def _append(self, batches: list[Columns]) -> list[TypeConflict | None]:
-        """Commit the accepted points of `batches` to the journal.
+    def journal_now(
+        self, items: Sequence[Columns], *, create_metrics: bool
+    ) -> list[TypeConflict | None] | None:
+        """Commit the accepted points of `items` to the journal, on the calling thread
+        (the journal must be there: `can_defer_rollups`). Without `create_metrics`,
+        None (and nothing done) where that would take the database's write lock: new
+        metrics."""
+        return self._append(list(items), create_metrics=create_metrics)
+
+    def _append(
+        self, batches: list[Columns], *, create_metrics: bool
+    ) -> list[TypeConflict | None] | None:
+        """Commit the accepted points of `batches` to the journal (see `journal_now`).
 
         The journal's write lock is held from reading the metrics' ids to the commit:
         `delete_metric` takes it too, so a metric is never deleted (and its id given to a
@@ -356,11 +392,13 @@ class SqlStorage:
         if forget is not None and not self._sync_rolled_up():
             forget = None
         with journal.locked():
-            with self._write_engine.connect() as conn, dialects.read_only(conn).begin():
+            with self._append_engine.connect() as conn, dialects.read_only(conn).begin():
                 accepted = _discarding_on_error(
                     conn, lambda c: self._accept(c, batches, write=False)
                 )
             if accepted is None:
+                if not create_metrics:
+                    return None
                 accepted = self._write_now(lambda conn: self._accept(conn, batches, write=True))
             assert accepted is not None  # noqa: S101 - write=True always accepts
             results, points, metrics = accepted
@@ -803,7 +841,10 @@ class SqlStorage:
 
         # The journal's lock: no write of this metric is journaled under its old id
         # between the rollup above and the deletion (see `_append`).
-        return await self._write(run, journal_locked=True)
+        if self._journaling is None:
+            return await self._write(run, journal_locked=True)
+        async with self._journaling.exclusive():
+            return await self._write(run, journal_locked=True)
 
     # -- reads ----------------------------------------------------------------------
 
@@ -957,7 +998,7 @@ class SqlStorage:
             # Blocks named by a 0002 writer's backlog must have their cells first. Writes
             # still pending are left to their writer (they become blocks within a second
             # and the next pass finds them): taking them here made `serve` roll up the
-            # writer process's whole backlog, up to 200,000 points (+36 MB of `serve`'s
+            # whole backlog, up to 200,000 points (+36 MB of `serve`'s
             # memory and the write lock held meanwhile, 30 s into every bench run).
             self._recover_legacy(conn)
             ids = list(

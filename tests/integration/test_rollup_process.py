@@ -1,5 +1,6 @@
-"""The embedded writer in a process of its own, and the rollup process it starts: they
-write, and the death of either loses nothing that was acknowledged."""
+"""The embedded layout's journal and the rollup process `serve` starts beside itself:
+writes are acknowledged once journaled, their cells follow, reads see every write
+acknowledged before them, and the rollup process's death or failures lose nothing."""
 
 from __future__ import annotations
 
@@ -33,12 +34,12 @@ async def stored_points(settings: Settings, name: str) -> int:
         await storage.close()
 
 
-def test_writes_go_through_a_child_process(settings: Settings) -> None:
+def test_writes_are_rolled_up_by_a_process_of_their_own(settings: Settings) -> None:
     async def scenario() -> tuple[int | None, int]:
         components = build(settings)
         runtime = ServeRuntime(components)
         await runtime.start()
-        pid = components.storage.writer_pid
+        pid = components.storage.rollup_pid
         await asyncio.gather(*(components.queue.put(batch("wp")) for _ in range(50)))
         await runtime.stop()
         return pid, await stored_points(settings, "wp")
@@ -49,7 +50,7 @@ def test_writes_go_through_a_child_process(settings: Settings) -> None:
     assert stored == 50
 
 
-def test_a_type_conflict_comes_back_from_the_child(settings: Settings) -> None:
+def test_a_type_conflict_is_reported(settings: Settings) -> None:
     async def scenario() -> None:
         components = build(settings)
         runtime = ServeRuntime(components)
@@ -66,47 +67,29 @@ def test_a_type_conflict_comes_back_from_the_child(settings: Settings) -> None:
     asyncio.run(scenario())
 
 
-def test_a_killed_writer_is_a_503_and_the_next_write_starts_a_new_one(settings: Settings) -> None:
-    async def scenario() -> tuple[int, int, int]:
-        components = build(settings)
+def test_without_the_rollup_process_cells_are_written_with_each_write(
+    settings: Settings,
+) -> None:
+    async def scenario() -> tuple[int | None, int, int]:
+        components = build(settings.model_copy(update={"rollup_process": False}))
         runtime = ServeRuntime(components)
         await runtime.start()
-        try:
-            await components.queue.put(batch("k"))
-            first = components.storage.writer_pid
-            assert first is not None
-            os.kill(first, signal.SIGKILL)
-            await asyncio.sleep(0.2)
-            with pytest.raises(Unavailable):
-                await components.queue.put(batch("k"))
-            await components.queue.put(batch("k"))
-            second = components.storage.writer_pid
-            assert second is not None
-        finally:
-            await runtime.stop()
-        return first, second, await stored_points(settings, "k")
-
-    first, second, stored = asyncio.run(scenario())
-    assert second != first
-    assert stored == 2  # the acknowledged writes, and not the refused one
-
-
-def test_the_writer_can_stay_in_process(settings: Settings) -> None:
-    async def scenario() -> tuple[int | None, int]:
-        components = build(settings.model_copy(update={"writer_process": False}))
-        runtime = ServeRuntime(components)
-        await runtime.start()
-        pid = components.storage.writer_pid
+        pid = components.storage.rollup_pid
         await components.queue.put(batch("ip"))
+        onlooker = SqlStorage(settings.database_url)  # flushes nothing: sees what is written
+        try:
+            cells = await day_count(onlooker, "ip")
+        finally:
+            await onlooker.close()
         await runtime.stop()
-        return pid, await stored_points(settings, "ip")
+        return pid, cells, await stored_points(settings, "ip")
 
-    assert asyncio.run(scenario()) == (None, 1)
+    assert asyncio.run(scenario()) == (None, 1, 1)
 
 
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[Components, SqlStorage]]:
-    """The embedded runtime as `serve` runs it, writer process included."""
+    """The embedded runtime as `serve` runs it, rollup process included."""
     components = build(settings)
     runtime = ServeRuntime(components)
     await runtime.start()
@@ -146,10 +129,10 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings, poi
 
 
 @pytest.mark.parametrize("points", [1, 600])
-def test_the_writer_writes_cells_without_being_asked(settings: Settings, points: int) -> None:
+def test_cells_are_written_without_being_asked(settings: Settings, points: int) -> None:
     async def scenario() -> int:
         async with serving(settings) as (components, _):
-            # A second storage on the same database, with no writer process to flush.
+            # A second storage on the same database, with no journal of its own to flush.
             onlooker = SqlStorage(settings.database_url)
             try:
                 await components.queue.put(batch("bg", points=points))
@@ -166,32 +149,56 @@ def test_the_writer_writes_cells_without_being_asked(settings: Settings, points:
     assert asyncio.run(scenario()) == points
 
 
-def test_cells_a_killed_writer_deferred_are_written_by_the_next(settings: Settings) -> None:
-    async def scenario() -> int:
+def test_writes_go_on_while_the_database_is_locked(settings: Settings) -> None:
+    """A rollup holds the database's write lock for up to a few hundred ms. Meanwhile a
+    write of known metrics is journaled and acknowledged (even with the writer thread
+    waiting for the lock too, here to record a key's last use), and one that creates a
+    metric waits for the lock without holding up `serve`'s event loop."""
+    import sqlite3
+
+    async def scenario() -> tuple[float, bool, int, int]:
         async with serving(settings) as (components, storage):
-            await asyncio.gather(
-                *(components.queue.put(batch("kd", points=600)) for _ in range(20))
+            await components.queue.put(batch("known"))
+            await day_count(storage, "known")  # rolled up: the metric exists
+            db = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
+            db.isolation_level = None
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                touching = asyncio.create_task(storage.touch_keys({1: time.time()}))
+                await asyncio.sleep(0.05)  # the writer thread waits with its connection
+                await asyncio.wait_for(components.queue.put(batch("known")), 5)
+                creating = asyncio.create_task(components.queue.put(batch("new")))
+                started = time.monotonic()
+                for _ in range(10):
+                    await asyncio.sleep(0.01)
+                loop_ran = time.monotonic() - started
+                waiting = not creating.done()
+            finally:
+                db.execute("ROLLBACK")
+                db.close()
+            await asyncio.wait_for(creating, 10)
+            await asyncio.wait_for(touching, 10)
+            return (
+                loop_ran,
+                waiting,
+                await day_count(storage, "known"),
+                await day_count(storage, "new"),
             )
-            pid = storage.writer_pid
-            assert pid is not None
-            os.kill(pid, signal.SIGKILL)  # within ROLLUP_SECONDS of the acknowledgements
-            await asyncio.sleep(0.2)
-            return await day_count(storage, "kd")
 
-    assert asyncio.run(scenario()) == 20 * 600
+    loop_ran, waiting, known, new = asyncio.run(scenario())
+    assert loop_ran < 1
+    assert waiting
+    assert (known, new) == (2, 1)
 
 
-def rollup_pid(storage: SqlStorage) -> int:
-    """The rollup process: the writer process's child."""
+async def rollup_pid(storage: SqlStorage) -> int:
+    """The rollup process's pid, once one runs (at most 10 s)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        writer = storage.writer_pid
-        assert writer is not None
-        with open(f"/proc/{writer}/task/{writer}/children") as f:
-            children = f.read().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.05)
+        pid = storage.rollup_pid
+        if pid is not None:
+            return pid
+        await asyncio.sleep(0.05)
     raise AssertionError("no rollup process")
 
 
@@ -213,19 +220,19 @@ def test_a_killed_rollup_process_loses_nothing_and_is_started_again(
     async def scenario() -> tuple[int, int, int, int]:
         async with serving(settings) as (components, storage):
             await asyncio.gather(*(components.queue.put(batch("rk", points=600)) for _ in range(5)))
-            first = rollup_pid(storage)
+            first = await rollup_pid(storage)
             os.kill(first, signal.SIGKILL)
             await asyncio.sleep(0.1)
-            # Its writes are rolled up by the writer itself for this query.
+            # Its writes are rolled up by `serve` itself for this query.
             seen = await day_count(storage, "rk")
             await asyncio.gather(*(components.queue.put(batch("rk", points=600)) for _ in range(5)))
             onlooker = SqlStorage(settings.database_url)
             try:
-                # Rolled up without a query asking: the writer started a new one.
+                # Rolled up without a query asking: `serve` started a new one.
                 later = await wait_for_day_count(onlooker, "rk", 6000)
             finally:
                 await onlooker.close()
-            return first, rollup_pid(storage), seen, later
+            return first, await rollup_pid(storage), seen, later
 
     first, second, seen, later = asyncio.run(scenario())
     assert second != first
@@ -256,7 +263,7 @@ def test_a_rollup_that_fails_keeps_its_writes_and_is_tried_again(settings: Setti
             await components.queue.put(sent)
             await asyncio.sleep(0.6)  # the rollup process tried, and failed
             # A query goes ahead without the cells it cannot have (the stored cell only),
-            # within seconds: the writer stops waiting for rollups that do not progress.
+            # within seconds: `serve` stops waiting for rollups that do not progress.
             started = time.monotonic()
             assert await day_count(storage, "broken") == 1
             assert time.monotonic() - started < 5
@@ -284,7 +291,7 @@ def test_past_the_backlog_limit_failing_rollups_refuse_writes_and_lose_nothing(
     import sqlite3
 
     from glowing_fiesta.aggregate import VALUES_TAG
-    from glowing_fiesta.storage.process import ROLLUP_LIMIT
+    from glowing_fiesta.storage.journaling import ROLLUP_LIMIT
 
     corrupt = bytes([VALUES_TAG, 1, 2])
     path = settings.database_url.removeprefix("sqlite:///")
