@@ -165,7 +165,8 @@ def test_writes_go_on_while_the_database_is_locked(settings: Settings) -> None:
             db.execute("BEGIN IMMEDIATE")
             try:
                 touching = asyncio.create_task(storage.touch_keys({1: time.time()}))
-                await asyncio.sleep(0.05)  # the writer thread waits with its connection
+                # The writer thread waits with its connection, past a look at the rollups.
+                await asyncio.sleep(0.25)
                 await asyncio.wait_for(components.queue.put(batch("known")), 5)
                 creating = asyncio.create_task(components.queue.put(batch("new")))
                 started = time.monotonic()
@@ -189,6 +190,75 @@ def test_writes_go_on_while_the_database_is_locked(settings: Settings) -> None:
     assert loop_ran < 1
     assert waiting
     assert (known, new) == (2, 1)
+
+
+def test_a_write_waits_for_the_journal_lock_without_holding_up_the_loop(
+    settings: Settings,
+) -> None:
+    """Another process holding the journal's lock (another `serve --workers` process, the
+    rollup process deleting rolled-up rows): the write waits for it off the loop."""
+    import sqlite3
+
+    path = settings.database_url.removeprefix("sqlite:///") + "-pending"
+
+    async def scenario() -> tuple[float, bool, int]:
+        async with serving(settings) as (components, storage):
+            await components.queue.put(batch("j"))
+            await day_count(storage, "j")
+            db = sqlite3.connect(path)
+            db.isolation_level = None
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                writing = asyncio.create_task(components.queue.put(batch("j")))
+                started = time.monotonic()
+                for _ in range(10):
+                    await asyncio.sleep(0.01)
+                loop_ran = time.monotonic() - started
+                waiting = not writing.done()
+            finally:
+                db.execute("ROLLBACK")
+                db.close()
+            await asyncio.wait_for(writing, 10)
+            return loop_ran, waiting, await day_count(storage, "j")
+
+    loop_ran, waiting, stored = asyncio.run(scenario())
+    assert loop_ran < 1
+    assert waiting
+    assert stored == 2
+
+
+def test_a_cancelled_deletion_keeps_the_journal_until_its_thread_is_done(
+    settings: Settings,
+) -> None:
+    """A request cancelled while its work runs on the writer thread (its client gone, a
+    shutdown's timeout) keeps the journal until the thread is done: a write meanwhile
+    waits, rather than joining the thread's transaction, and is stored under the
+    metric as it is once the deletion committed."""
+    import sqlite3
+
+    async def scenario() -> tuple[bool, int]:
+        async with serving(settings) as (components, storage):
+            await components.queue.put(batch("gone"))
+            await day_count(storage, "gone")
+            db = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
+            db.isolation_level = None
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                deleting = asyncio.create_task(storage.delete_metric("gone"))
+                await asyncio.sleep(0.1)  # its thread waits for the database
+                deleting.cancel()
+                writing = asyncio.create_task(components.queue.put(batch("gone")))
+                await asyncio.sleep(0.2)
+                waited = not writing.done()
+            finally:
+                db.execute("ROLLBACK")
+                db.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deleting
+            await asyncio.wait_for(writing, 10)
+            return waited, await day_count(storage, "gone")
+
+    assert asyncio.run(scenario()) == (True, 1)
 
 
 async def rollup_pid(storage: SqlStorage) -> int:

@@ -10,8 +10,9 @@ What is rolled up is told by a mark in the database (`journal_marks`): the last 
 id whose blocks and cells were written, committed in the same transaction as those
 cells. Rows up to the mark are deleted afterwards, at leisure; a crash in between
 leaves rows the mark already covers, which every reader skips. Ids are never reused
-(AUTOINCREMENT) and only one process appends (the writer, under the journal's write
-lock), so ids commit in increasing order and "everything up to the mark" is exact.
+(AUTOINCREMENT) and are taken under the journal's write lock (by `serve`, or each of
+`serve --workers N`), so ids commit in increasing order and "everything up to the
+mark" is exact.
 The mark is kept per journal identity (a random id made with the file): a journal
 made anew, whose ids start again from 1, is not mistaken for one already rolled up.
 
@@ -65,7 +66,7 @@ class Journal:
             ).fetchone()[0]
 
     def _to_wal(self) -> None:
-        """WAL mode, waiting as a transaction would: the writer and rollup processes
+        """WAL mode, waiting as a transaction would: `serve` and its rollup process
         (and `serve --workers N`) may open a new file at once, and SQLite answers
         "database is locked" to the switch at once, without its busy timeout."""
         deadline = time.monotonic() + _BUSY_TIMEOUT_S
@@ -88,10 +89,12 @@ class Journal:
             time.sleep(_OPEN_RETRY_S)
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, *, wait_ms: int | None = None) -> Iterator[None]:
         """The journal's write lock for the block: no write is appended meanwhile.
 
         Re-entrant on this connection; the outermost block commits (or rolls back).
+        `wait_ms`: how long to wait for the lock, if not the usual busy timeout; past
+        it, `sqlite3.OperationalError` ("database is locked") and nothing done.
         """
         if self._depth:
             self._depth += 1
@@ -100,7 +103,14 @@ class Journal:
             finally:
                 self._depth -= 1
             return
-        self._conn.execute("BEGIN IMMEDIATE")
+        if wait_ms is None:
+            self._conn.execute("BEGIN IMMEDIATE")
+        else:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         self._depth = 1
         try:
             yield

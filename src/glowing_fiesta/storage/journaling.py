@@ -13,10 +13,12 @@ the limit on, alternating runs: 452,000 to 571,000 with the writer process, 572,
 slower.
 
 Kept off the loop, on the storage's writer thread: a write that creates metrics (it
-takes the database's write lock, which a rollup holds for up to a few hundred ms),
-rollups this process must do itself (the rollup process is dead or stuck), and metric
-deletion. One user of the journal's connection at a time: the loop
-and that thread take `exclusive()` first.
+takes the database's write lock, which a rollup holds for up to a few hundred ms) or
+finds the journal's lock taken for more than a few ms, deleting rolled-up rows (an
+fsync first), rollups this process must do itself (the rollup process is dead or
+stuck), and metric deletion. One user of the journal's connection at a time: the loop
+and that thread take `exclusive()` first, and keep it until the thread is done, even
+when cancelled.
 
 Backpressure: while ROLLUP_LIMIT points wait in the journal, the next write waits (on
 the loop, without blocking it) until the rollup process catches up, so that the backlog
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -168,14 +171,21 @@ class JournalWriter:
                 progress, since = storage.rolled_up_to, time.monotonic()
 
     async def _watching(self) -> None:
-        """Start the rollup process again if it died, and keep `backlog_points` (and
-        what the storage remembers of its writes) short, writes or not."""
+        """Start the rollup process again if it died, keep `backlog_points` (and what
+        the storage remembers of its writes) short, writes or not, and delete the
+        journal's rolled-up rows (on the writer thread: an fsync comes first)."""
+        storage = self._storage
         while True:
             await asyncio.sleep(_WATCH_SECONDS)
             async with self._guard:
                 try:
                     self._roller.ensure()
-                    self._storage.observe_rollups()
+                    storage.observe_rollups()
+                    mark = storage.forget_due()
+                    if mark is not None:
+                        await storage.on_writer_thread(
+                            functools.partial(storage.forget_journal_through, mark)
+                        )
                 except Exception:  # only bookkeeping: the next look may succeed
                     log.exception("rollup_observe_failed")
 

@@ -48,8 +48,8 @@ ROLLUP_SECONDS = 0.25
 ROLLUP_MAX_POINTS = 2 * ROLLUP_POINTS
 _POLL_SECONDS = 0.02
 _RETRY_SECONDS = 1.0
-# Less than the time `serve` is given to stop (uvicorn's graceful shutdown, then the
-# drain of its queue): `serve` must be there to see this one out.
+# How long `serve`, stopping, waits for this process to roll up what is left before it
+# kills it (and rolls up the rest itself): a rollup of ROLLUP_MAX_POINTS takes ~0.2 s.
 _STOP_SECONDS = 20.0
 
 

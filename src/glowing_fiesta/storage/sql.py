@@ -81,7 +81,11 @@ _FORGET_LEGACY = delete(rollup_backlog).where(
 _READ_MARK = select(journal_marks.c.rolled_up_to).where(
     journal_marks.c.journal == bindparam("journal")
 )
-_FORGET_EVERY = 256  # journal rows; see `_append`
+_FORGET_EVERY = 256  # journal rows; see `forget_due`
+# How long a journal commit on `serve`'s event loop waits for the journal's lock (held
+# briefly by the rollup process deleting rolled-up rows, or by another `serve --workers`
+# process) before the commit goes to the writer thread, which waits as long as it takes.
+_LOOP_LOCK_WAIT_MS = 5
 _CHUNK = 500  # keeps IN lists under every engine's parameter limit
 _RETRIES = 5
 _DAY = 86400
@@ -245,8 +249,8 @@ class SqlStorage:
     async def _write(self, fn: Callable[[Connection], T], *, journal_locked: bool = False) -> T:
         """`_write_now` on the writer thread."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._writer, functools.partial(self._write_now, fn, journal_locked=journal_locked)
+            return await self.on_writer_thread(
+                functools.partial(self._write_now, fn, journal_locked=journal_locked)
             )
         except OperationalError as exc:
             raise Unavailable("the database is not accepting writes", 2) from exc
@@ -291,8 +295,20 @@ class SqlStorage:
 
     async def on_writer_thread(self, fn: Callable[[], T]) -> T:
         """`fn()` on the writer thread (with the journal's connection, under
-        `JournalWriter.exclusive()`)."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        `JournalWriter.exclusive()`). Cancelled, this still returns only once `fn` is
+        done: the thread cannot be stopped, and the caller must keep what it holds
+        (that lock) until then, or the loop would use the journal's connection in the
+        middle of the thread's transaction."""
+        done = asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            while not done.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({done})
+            if not done.cancelled():
+                done.exception()  # retrieved: the caller was cancelled and goes
+            raise
 
     def dispose(self) -> None:
         """Close every connection (synchronously, for the rollup process)."""
@@ -358,6 +374,9 @@ class SqlStorage:
         if defer_rollups and self.can_defer_rollups and not any(b.dedupe for b in batches):
             results = self._append(batches, create_metrics=True)
             assert results is not None  # noqa: S101 - create_metrics=True always appends
+            mark = self.forget_due()
+            if mark is not None:
+                self.forget_journal_through(mark)
             return results
         results, metrics = self._write_now(lambda conn: self._apply(conn, batches))
         self._remember(metrics)
@@ -367,9 +386,12 @@ class SqlStorage:
         self, items: Sequence[Columns], *, create_metrics: bool
     ) -> list[TypeConflict | None] | None:
         """Commit the accepted points of `items` to the journal, on the calling thread
-        (the journal must be there: `can_defer_rollups`). Without `create_metrics`,
-        None (and nothing done) where that would take the database's write lock: new
-        metrics."""
+        (the journal must be there: `can_defer_rollups`; no redelivered batch: its
+        claim would commit in the database, its points here). Without
+        `create_metrics` (on an event loop): None, and nothing done, where that would
+        wait, for the database's write lock (new metrics) or for more than
+        _LOOP_LOCK_WAIT_MS for the journal's."""
+        assert not any(item.dedupe for item in items)  # noqa: S101 - see above
         return self._append(list(items), create_metrics=create_metrics)
 
     def _append(
@@ -384,14 +406,15 @@ class SqlStorage:
         """
         journal = self._open_journal()
         assert journal is not None  # noqa: S101 - can_defer_rollups
-        # The rows rolled up leave with this commit, every _FORGET_EVERY: this process
-        # holds the journal's lock anyway, where the rollup process would wait for it
-        # (11% of its time when it deleted after every rollup). The fsync stays outside
-        # the lock.
-        forget = self._mark if self._mark - self._forgotten >= _FORGET_EVERY else None
-        if forget is not None and not self._sync_rolled_up():
-            forget = None
-        with journal.locked():
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(
+                    journal.locked(wait_ms=None if create_metrics else _LOOP_LOCK_WAIT_MS)
+                )
+            except sqlite3.OperationalError as exc:
+                if create_metrics or "locked" not in str(exc):
+                    raise
+                return None
             with self._append_engine.connect() as conn, dialects.read_only(conn).begin():
                 accepted = _discarding_on_error(
                     conn, lambda c: self._accept(c, batches, write=False)
@@ -406,8 +429,6 @@ class SqlStorage:
             if points is not None:
                 data = blocks.encode_pending(points.metric, points.time, points.value)
                 wid = journal.append(len(points), data)
-            if forget is not None:
-                self._forget_through(journal, forget)
         if points is not None:
             self._appended.append((wid, len(points)))
             self._appended_points += len(points)
@@ -424,12 +445,27 @@ class SqlStorage:
         return self._appended_points
 
     def observe_rollups(self) -> None:
-        """Read how far the journal is rolled up (by any process), for `backlog_points`."""
+        """Read how far the journal is rolled up (by any process), for `backlog_points`
+        (on the journal commit's connection: never behind the writer thread's)."""
         journal = self._open_journal()
         if journal is None:
             return
-        with self._write_engine.connect() as conn, dialects.read_only(conn).begin():
+        with self._append_engine.connect() as conn, dialects.read_only(conn).begin():
             self._saw_mark(self._read_mark(conn, journal))
+
+    def forget_due(self) -> int | None:
+        """The mark up to which this storage should delete the journal's rows, once
+        _FORGET_EVERY rolled-up writes wait for it (the writer deletes them: the
+        rollup process would wait for the journal's lock, which the writer holds most
+        of the time under ingest: 11% of its time when it deleted after each rollup)."""
+        return self._mark if self._mark - self._forgotten >= _FORGET_EVERY else None
+
+    def forget_journal_through(self, mark: int) -> None:
+        """Delete the journal's rows up to `mark`, once the rollups up to it are on the
+        disk (an fsync first: see `_sync_rolled_up`)."""
+        journal = self._open_journal()
+        if journal is not None and mark > self._forgotten and self._sync_rolled_up():
+            self._forget_through(journal, mark)
 
     def rollup_due(self, points: int, seconds: float) -> bool:
         """Whether the journal holds `points` not rolled up, or some that waited
