@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -149,34 +150,45 @@ def test_cells_are_written_without_being_asked(settings: Settings, points: int) 
     assert asyncio.run(scenario()) == points
 
 
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[None]:
+    """Another connection holding the SQLite file's write lock for the block (as a
+    rollup holds the database's, or another process the journal's)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+
+
+async def loop_ticks() -> float:
+    """How long ten 10 ms sleeps take: ~0.1 s unless something blocks the event loop."""
+    started = time.monotonic()
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
 def test_writes_go_on_while_the_database_is_locked(settings: Settings) -> None:
     """A rollup holds the database's write lock for up to a few hundred ms. Meanwhile a
     write of known metrics is journaled and acknowledged (even with the writer thread
     waiting for the lock too, here to record a key's last use), and one that creates a
     metric waits for the lock without holding up `serve`'s event loop."""
-    import sqlite3
 
     async def scenario() -> tuple[float, bool, int, int]:
         async with serving(settings) as (components, storage):
             await components.queue.put(batch("known"))
             await day_count(storage, "known")  # rolled up: the metric exists
-            db = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
-            db.isolation_level = None
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with locked(settings.database_url.removeprefix("sqlite:///")):
                 touching = asyncio.create_task(storage.touch_keys({1: time.time()}))
                 # The writer thread waits with its connection, past a look at the rollups.
                 await asyncio.sleep(0.25)
                 await asyncio.wait_for(components.queue.put(batch("known")), 5)
                 creating = asyncio.create_task(components.queue.put(batch("new")))
-                started = time.monotonic()
-                for _ in range(10):
-                    await asyncio.sleep(0.01)
-                loop_ran = time.monotonic() - started
+                loop_ran = await loop_ticks()
                 waiting = not creating.done()
-            finally:
-                db.execute("ROLLBACK")
-                db.close()
             await asyncio.wait_for(creating, 10)
             await asyncio.wait_for(touching, 10)
             return (
@@ -197,27 +209,16 @@ def test_a_write_waits_for_the_journal_lock_without_holding_up_the_loop(
 ) -> None:
     """Another process holding the journal's lock (another `serve --workers` process, the
     rollup process deleting rolled-up rows): the write waits for it off the loop."""
-    import sqlite3
-
     path = settings.database_url.removeprefix("sqlite:///") + "-pending"
 
     async def scenario() -> tuple[float, bool, int]:
         async with serving(settings) as (components, storage):
             await components.queue.put(batch("j"))
             await day_count(storage, "j")
-            db = sqlite3.connect(path)
-            db.isolation_level = None
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with locked(path):
                 writing = asyncio.create_task(components.queue.put(batch("j")))
-                started = time.monotonic()
-                for _ in range(10):
-                    await asyncio.sleep(0.01)
-                loop_ran = time.monotonic() - started
+                loop_ran = await loop_ticks()
                 waiting = not writing.done()
-            finally:
-                db.execute("ROLLBACK")
-                db.close()
             await asyncio.wait_for(writing, 10)
             return loop_ran, waiting, await day_count(storage, "j")
 
@@ -234,25 +235,18 @@ def test_a_cancelled_deletion_keeps_the_journal_until_its_thread_is_done(
     shutdown's timeout) keeps the journal until the thread is done: a write meanwhile
     waits, rather than joining the thread's transaction, and is stored under the
     metric as it is once the deletion committed."""
-    import sqlite3
 
     async def scenario() -> tuple[bool, int]:
         async with serving(settings) as (components, storage):
             await components.queue.put(batch("gone"))
             await day_count(storage, "gone")
-            db = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
-            db.isolation_level = None
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with locked(settings.database_url.removeprefix("sqlite:///")):
                 deleting = asyncio.create_task(storage.delete_metric("gone"))
                 await asyncio.sleep(0.1)  # its thread waits for the database
                 deleting.cancel()
                 writing = asyncio.create_task(components.queue.put(batch("gone")))
                 await asyncio.sleep(0.2)
                 waited = not writing.done()
-            finally:
-                db.execute("ROLLBACK")
-                db.close()
             with contextlib.suppress(asyncio.CancelledError):
                 await deleting
             await asyncio.wait_for(writing, 10)
@@ -310,8 +304,6 @@ def test_a_killed_rollup_process_loses_nothing_and_is_started_again(
 
 
 def test_a_rollup_that_fails_keeps_its_writes_and_is_tried_again(settings: Settings) -> None:
-    import sqlite3
-
     from glowing_fiesta.aggregate import VALUES_TAG
 
     async def scenario() -> tuple[int, int]:
@@ -358,8 +350,6 @@ def test_past_the_backlog_limit_failing_rollups_refuse_writes_and_lose_nothing(
     """While rollups fail, the journal grows to ROLLUP_LIMIT points and no further: the
     next writes are refused (503: retry) after a short wait, queries are still answered,
     and once rollups work again every write sent until acknowledged is stored once."""
-    import sqlite3
-
     from glowing_fiesta.aggregate import VALUES_TAG
     from glowing_fiesta.storage.journaling import ROLLUP_LIMIT
 
