@@ -1,5 +1,5 @@
-"""A batch as columns (storage.columns): the same points, also after the writer process's
-msgpack wire, and type conflicts named per point as before."""
+"""A batch as columns (storage.columns): the same points, and type conflicts named per
+point as before."""
 
 from __future__ import annotations
 

@@ -103,13 +103,12 @@ class Journal:
             finally:
                 self._depth -= 1
             return
-        if wait_ms is None:
-            self._conn.execute("BEGIN IMMEDIATE")
-        else:
+        if wait_ms is not None:
             self._conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            finally:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        finally:
+            if wait_ms is not None:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         self._depth = 1
         try:

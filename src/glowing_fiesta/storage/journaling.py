@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -181,11 +180,8 @@ class JournalWriter:
                 try:
                     self._roller.ensure()
                     storage.observe_rollups()
-                    mark = storage.forget_due()
-                    if mark is not None:
-                        await storage.on_writer_thread(
-                            functools.partial(storage.forget_journal_through, mark)
-                        )
+                    if storage.forget_due():
+                        await storage.on_writer_thread(storage.forget_rolled_up)
                 except Exception:  # only bookkeeping: the next look may succeed
                     log.exception("rollup_observe_failed")
 

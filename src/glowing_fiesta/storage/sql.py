@@ -374,9 +374,8 @@ class SqlStorage:
         if defer_rollups and self.can_defer_rollups and not any(b.dedupe for b in batches):
             results = self._append(batches, create_metrics=True)
             assert results is not None  # noqa: S101 - create_metrics=True always appends
-            mark = self.forget_due()
-            if mark is not None:
-                self.forget_journal_through(mark)
+            if self.forget_due():
+                self.forget_rolled_up()
             return results
         results, metrics = self._write_now(lambda conn: self._apply(conn, batches))
         self._remember(metrics)
@@ -453,19 +452,12 @@ class SqlStorage:
         with self._append_engine.connect() as conn, dialects.read_only(conn).begin():
             self._saw_mark(self._read_mark(conn, journal))
 
-    def forget_due(self) -> int | None:
-        """The mark up to which this storage should delete the journal's rows, once
-        _FORGET_EVERY rolled-up writes wait for it (the writer deletes them: the
-        rollup process would wait for the journal's lock, which the writer holds most
-        of the time under ingest: 11% of its time when it deleted after each rollup)."""
-        return self._mark if self._mark - self._forgotten >= _FORGET_EVERY else None
-
-    def forget_journal_through(self, mark: int) -> None:
-        """Delete the journal's rows up to `mark`, once the rollups up to it are on the
-        disk (an fsync first: see `_sync_rolled_up`)."""
-        journal = self._open_journal()
-        if journal is not None and mark > self._forgotten and self._sync_rolled_up():
-            self._forget_through(journal, mark)
+    def forget_due(self) -> bool:
+        """Whether _FORGET_EVERY rolled-up writes wait to be deleted from the journal
+        (`forget_rolled_up`; the writer deletes them: the rollup process would wait for
+        the journal's lock, which the writer holds most of the time under ingest: 11%
+        of its time when it deleted after each rollup)."""
+        return self._mark - self._forgotten >= _FORGET_EVERY
 
     def rollup_due(self, points: int, seconds: float) -> bool:
         """Whether the journal holds `points` not rolled up, or some that waited
@@ -516,7 +508,7 @@ class SqlStorage:
         self._open_journal()
         written, mark = self._write_now(self._recover)
         self._saw_mark(mark)  # committed
-        self._forget_rolled_up()
+        self.forget_rolled_up()
         return written
 
     def _read_mark(self, conn: Connection, journal: Journal) -> int:
@@ -532,7 +524,7 @@ class SqlStorage:
         """Delete the journal's rolled-up writes now (the rollup process, when idle:
         writes have stopped, and with them the deletions in `_append`), and give the
         space back once the journal is empty (a burst is over)."""
-        self._forget_rolled_up()
+        self.forget_rolled_up()
         journal = self._journal
         if journal is not None and self._shrunk_at != self._mark and not journal.waiting(0)[0]:
             self._shrunk_at = self._mark
@@ -541,9 +533,10 @@ class SqlStorage:
             except sqlite3.Error as exc:
                 log.warning("journal_cleanup_failed", error=str(exc))
 
-    def _forget_rolled_up(self) -> None:
-        """After a rollup committed: its writes leave the journal. Failing that, they
-        stay behind the mark, which every reader skips, until the next time."""
+    def forget_rolled_up(self) -> None:
+        """After a rollup committed: its writes leave the journal, once the rollups up
+        to the mark are on the disk (an fsync first). Failing that, they stay behind the
+        mark, which every reader skips, until the next time."""
         if self._journal is not None and self._mark > self._forgotten and self._sync_rolled_up():
             self._forget_through(self._journal, self._mark)
 
@@ -877,9 +870,11 @@ class SqlStorage:
 
         # The journal's lock: no write of this metric is journaled under its old id
         # between the rollup above and the deletion (see `_append`).
-        if self._journaling is None:
-            return await self._write(run, journal_locked=True)
-        async with self._journaling.exclusive():
+        async with (
+            self._journaling.exclusive()
+            if self._journaling is not None
+            else contextlib.nullcontext()
+        ):
             return await self._write(run, journal_locked=True)
 
     # -- reads ----------------------------------------------------------------------
