@@ -77,7 +77,7 @@ def build(settings: Settings) -> Components:
         readiness["redis"] = queue
     else:
         queue = InlineQueue(max_points=settings.writer_max_points * 10)
-        limiter = MemoryRateLimiter()
+        limiter = _embedded_limiter(settings, telemetry)
         readiness["queue"] = queue
     auth = Authenticator(
         storage,
@@ -110,6 +110,17 @@ def build(settings: Settings) -> Components:
         rollup_days=settings.rollup_retention_days,
     )
     return Components(settings, storage, queue, limiter, telemetry, services, writer, retention)
+
+
+def _embedded_limiter(settings: Settings, telemetry: Telemetry) -> RateLimiter:
+    """Counts shared by every `serve` process on the SQLite file (`serve --workers N`);
+    in one process's memory for other databases without Redis."""
+    database = settings.sqlite_path()
+    if database is None:
+        return MemoryRateLimiter()
+    from glowing_fiesta.auth.ratelimit_file import FileRateLimiter, path_beside
+
+    return FileRateLimiter(path_beside(database), on_error=telemetry.limiter_errors.inc)
 
 
 @dataclass

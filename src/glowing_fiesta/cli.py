@@ -80,7 +80,7 @@ def main() -> None:
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Server processes. Rate limits are per process without GF_REDIS_URL.",
+    help="Server processes. They share rate limits through Redis or a SQLite file.",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(host: str, port: int, workers: int, access_log: bool) -> None:
@@ -92,7 +92,8 @@ def serve(host: str, port: int, workers: int, access_log: bool) -> None:
     settings = _settings()
     configure(settings.log_level, settings.log_format)
     _ensure_schema_aside(settings)
-    if workers > 1 and not settings.redis_url:
+    # On a SQLite file the processes share the counts in a file beside it.
+    if workers > 1 and not settings.redis_url and settings.sqlite_path() is None:
         click.echo(
             "warning: without GF_REDIS_URL each server process keeps its own rate limit counts",
             err=True,

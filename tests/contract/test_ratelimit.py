@@ -1,24 +1,31 @@
-"""The rate limiter contract on memory and on Redis, and Redis' failure policy."""
+"""The rate limiter contract on memory, on a shared file and on Redis, and the failure
+policies of the shared ones."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from glowing_fiesta.auth import ratelimit_file
 from glowing_fiesta.auth.ratelimit import MemoryRateLimiter, RateLimiter
+from glowing_fiesta.auth.ratelimit_file import FileRateLimiter
 from glowing_fiesta.auth.ratelimit_redis import RedisRateLimiter
 from tests.services import redis_prefix
 
 LimiterFactory = Callable[[Callable[[], float]], RateLimiter]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_limiter(request: pytest.FixtureRequest) -> Iterator[LimiterFactory]:
+@pytest.fixture(params=["memory", "file", "redis"])
+def make_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LimiterFactory]:
     if request.param == "memory":
         yield lambda clock: MemoryRateLimiter(clock=clock)
+        return
+    if request.param == "file":
+        yield lambda clock: FileRateLimiter(tmp_path / "gf.db-ratelimit", clock=clock)
         return
     with redis_prefix() as (url, prefix):
         yield lambda clock: RedisRateLimiter(url, prefix=prefix, clock=clock)
@@ -71,3 +78,52 @@ def test_redis_unreachable_fails_open_and_is_counted() -> None:
 
     asyncio.run(scenario())
     assert len(errors) == 3
+
+
+def test_limiters_on_one_file_share_the_count_and_a_new_minute_resets_it(
+    tmp_path: Path,
+) -> None:
+    now = [6_000_000.0 + 50]
+    path = ratelimit_file.path_beside(tmp_path / "gf.db")
+    a = FileRateLimiter(path, clock=lambda: now[0])
+    b = FileRateLimiter(path, clock=lambda: now[0])
+
+    async def scenario() -> tuple[list[bool], list[int]]:
+        allowed = [(await (a if i % 2 else b).hit("k", 4)).allowed for i in range(6)]
+        now[0] += 10  # the next minute: whichever limiter comes first starts it afresh
+        fresh = [(await b.hit("k", 4)).remaining, (await a.hit("k", 4)).remaining]
+        await a.close()
+        await b.close()
+        return allowed, fresh
+
+    assert asyncio.run(scenario()) == ([True, True, True, True, False, False], [3, 2])
+    assert path.exists()
+
+
+def test_more_keys_than_slots_in_a_minute_fail_open_and_are_counted(tmp_path: Path) -> None:
+    errors: list[int] = []
+    limiter = FileRateLimiter(tmp_path / "rl", on_error=lambda: errors.append(1), slots=4)
+
+    async def scenario() -> list[bool]:
+        # Four keys take the four slots and use up their limit of one.
+        out = [(await limiter.hit(f"k{i}", 1)).allowed for i in range(4)]
+        out += [(await limiter.hit(f"k{i}", 1)).allowed for i in range(4)]
+        out += [(await limiter.hit("k-fifth", 1)).allowed for _ in range(2)]
+        await limiter.close()
+        return out
+
+    assert asyncio.run(scenario()) == [True] * 4 + [False] * 4 + [True, True]
+    assert len(errors) == 2
+
+
+def test_a_file_that_cannot_be_made_fails_open(tmp_path: Path) -> None:
+    errors: list[int] = []
+    limiter = FileRateLimiter(tmp_path / "missing" / "rl", on_error=lambda: errors.append(1))
+
+    async def scenario() -> list[bool]:
+        out = [(await limiter.hit("k", 1)).allowed for _ in range(2)]
+        await limiter.close()
+        return out
+
+    assert asyncio.run(scenario()) == [True, True]
+    assert len(errors) == 2

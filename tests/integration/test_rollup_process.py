@@ -303,6 +303,39 @@ def test_a_killed_rollup_process_loses_nothing_and_is_started_again(
     assert (seen, later) == (3000, 6000)
 
 
+def test_serve_processes_on_one_database_share_one_rollup_process(settings: Settings) -> None:
+    """As `serve --workers 2` runs: one rollup process for both, and when the one that
+    runs it stops, the other starts its own."""
+
+    async def scenario() -> tuple[int, int | None, int, int, int]:
+        first, second = ServeRuntime(build(settings)), ServeRuntime(build(settings))
+        onlooker = SqlStorage(settings.database_url)
+        await first.start()
+        await second.start()
+        try:
+            leader = await rollup_pid(first.components.storage)
+            await asyncio.sleep(0.3)  # three of the second's looks at the lock
+            follower = second.components.storage.rollup_pid
+            puts = second.components.queue.put
+            await asyncio.gather(*(puts(batch("sh", points=600)) for _ in range(5)))
+            # No query asks, and the second does not roll up: the first's process does.
+            shared = await wait_for_day_count(onlooker, "sh", 3000)
+            await first.stop()
+            successor = await rollup_pid(second.components.storage)
+            await asyncio.gather(*(puts(batch("sh", points=600)) for _ in range(5)))
+            later = await wait_for_day_count(onlooker, "sh", 6000)
+        finally:
+            await second.stop()
+            await onlooker.close()
+        return leader, follower, shared, successor, later
+
+    leader, follower, shared, successor, later = asyncio.run(scenario())
+    assert follower is None
+    assert shared == 3000
+    assert successor != leader
+    assert later == 6000
+
+
 def test_a_rollup_that_fails_keeps_its_writes_and_is_tried_again(settings: Settings) -> None:
     from glowing_fiesta.aggregate import VALUES_TAG
 

@@ -66,6 +66,7 @@ class Server(Process):
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -75,7 +76,7 @@ class Server(Process):
         assert self.log is not None
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [EXE, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [EXE, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -61,6 +62,72 @@ def test_keys_created_with_the_cli_write_and_read_exact_aggregates(
     assert "ci" in listed
     assert key[:11] in listed  # the visible prefix
     assert key not in listed  # never the secret
+
+
+def descendants(pid: int) -> list[str]:
+    """The command lines of `pid`'s descendants."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+
+    def under(p: int) -> bool:
+        while p > 1:
+            p = parents.get(p, 0)
+            if p == pid:
+                return True
+        return False
+
+    out = []
+    for p in parents:
+        if under(p):
+            try:
+                out.append(Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                continue
+    return out
+
+
+def test_two_server_processes_share_rate_limits_writes_and_one_rollup_process(
+    gf_env: dict[str, str], tmp_path: Path
+) -> None:
+    reader = cli(gf_env, "keys", "create", "reader", "--scopes", "read").stdout.strip()
+    server = Server(gf_env, log=tmp_path / "serve.log", args=("--workers", "2"))
+    server.start()
+    try:
+        for attempt in range(2):
+            key = cli(gf_env, "keys", "create", f"w{attempt}", "--rate-limit", "20").stdout.strip()
+            minute = time.time() // 60
+            statuses = []
+            # A new connection each time: the two processes take turns accepting them.
+            for _ in range(30):
+                with httpx.Client(base_url=server.url, timeout=10) as http:
+                    for _ in range(2):
+                        r = http.post(
+                            "/api/metrics/counter",
+                            json={"metric": f"w{attempt}"},
+                            headers={"Authorization": f"Bearer {key}"},
+                        )
+                        statuses.append(r.status_code)
+            if time.time() // 60 == minute:
+                break  # else a new minute began mid-way, with new counts: once more
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            counted = http.get(
+                f"/api/metrics/w{attempt}",
+                params={"agg": "sum", "interval": "day"},
+                headers={"Authorization": f"Bearer {reader}"},
+            )
+        assert server.proc is not None
+        rollers = [c for c in descendants(server.proc.pid) if "storage.roller" in c]
+    finally:
+        server.stop()
+    # 20 a minute across both processes, not 20 in each: the counts are in one file.
+    assert (statuses.count(202), statuses.count(429)) == (20, 40)
+    assert sum(p["value"] for p in counted.json()["points"]) == 20
+    assert len(rollers) == 1, rollers
 
 
 def test_points_acknowledged_before_a_sigkill_survive_a_restart(

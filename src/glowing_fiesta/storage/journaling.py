@@ -33,6 +33,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -62,9 +63,9 @@ class JournalWriter:
     """`serve`'s side of the journal: appends, backpressure, flushes for reads, and the
     rollup process."""
 
-    def __init__(self, storage: SqlStorage, config: bytes) -> None:
+    def __init__(self, storage: SqlStorage, config: bytes, lock_path: Path) -> None:
         self._storage = storage
-        self._roller = Roller(config)
+        self._roller = Roller(config, lock_path)
         self._guard = asyncio.Lock()
         # Whether some write may wait to be rolled up (a predecessor's, at start).
         self._dirty = True
@@ -159,11 +160,17 @@ class JournalWriter:
 
     async def _wait(self, done: Callable[[], bool]) -> None:
         """Until `done()`, the rollup process died, or it made no progress for
-        _STALL_SECONDS (its rollups fail)."""
+        _STALL_SECONDS (its rollups fail). Another `serve` process's rollup process is
+        waited for the same way."""
         storage = self._storage
+        roller = self._roller
         storage.observe_rollups()
         progress, since = storage.rolled_up_to, time.monotonic()
-        while not done() and self._roller.alive() and time.monotonic() - since < _STALL_SECONDS:
+        while (
+            not done()
+            and (roller.alive() or roller.elsewhere())
+            and time.monotonic() - since < _STALL_SECONDS
+        ):
             await asyncio.sleep(_POLL_SECONDS)
             storage.observe_rollups()
             if storage.rolled_up_to > progress:

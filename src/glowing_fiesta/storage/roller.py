@@ -15,11 +15,18 @@ again by the next.
 
 Its parent tells it to stop by closing its stdin (after the parent's last write): it
 rolls up what is left and exits. A parent that dies closes it too.
+
+With `serve --workers N` the processes share one rollup process: the one that holds the
+lock file beside the journal (`flock`, let go by the kernel when its holder dies) starts
+it; the others look every 0.1 s and take over within that of the holder's end. One
+rollup process per database, not per `serve` process: each costs ~120 MB at its peak,
+and two would only take turns on the database's write lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import os
 import select
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -81,8 +89,11 @@ class Roller:
     """`serve`'s handle on its rollup process: starts it, starts it again when it died,
     and stops it."""
 
-    def __init__(self, config: bytes) -> None:
+    def __init__(self, config: bytes, lock_path: Path) -> None:
         self._config = config
+        self._lock_path = lock_path
+        self._lock_fd: int | None = None
+        self._other_holds = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._start_at = 0.0
 
@@ -91,11 +102,33 @@ class Roller:
         return self._proc.pid if self._proc is not None else None
 
     def alive(self) -> bool:
+        """Whether this `serve` process's rollup process runs."""
         return self._proc is not None and self._proc.poll() is None
 
+    def elsewhere(self) -> bool:
+        """Whether another `serve` process on this database runs the rollup process (as
+        of the last `ensure`)."""
+        return self._other_holds
+
+    def _elected(self) -> bool:
+        """Whether this process holds the lock file (takes it when it is free)."""
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            self._other_holds = True
+            return False
+        self._lock_fd = fd
+        self._other_holds = False
+        return True
+
     def ensure(self) -> None:
-        """Start the process if it is not running (not more than once a second)."""
-        if self.alive():
+        """Start the process if it is not running (not more than once a second) and no
+        other `serve` process runs it."""
+        if self.alive() or not self._elected():
             return
         if self._proc is not None:
             log.error("rollup_process_lost", returncode=self._proc.returncode)
@@ -138,10 +171,18 @@ class Roller:
         return True
 
     def stop(self) -> None:
-        """Close its pipe: it rolls up what is left and exits."""
+        """Close its pipe: it rolls up what is left and exits; then let the lock go."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
+        try:
+            if proc is not None:
+                self._stop(proc)
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # and with it the lock
+                self._lock_fd = None
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None  # noqa: S101 - stdin=PIPE
         with contextlib.suppress(OSError):  # it died with its end unread
             proc.stdin.close()

@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -285,7 +286,10 @@ class SqlStorage:
             log_level,
             log_format,
         )
-        self._journaling = JournalWriter(self, msgspec.msgpack.encode(config))
+        assert self._journal_path is not None  # noqa: S101 - can_defer_rollups
+        self._journaling = JournalWriter(
+            self, msgspec.msgpack.encode(config), Path(f"{self._journal_path}-rollup.lock")
+        )
         self._journaling.start()
 
     @property
