@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -483,6 +484,36 @@ def test_encode_runs_equals_encode_of_each_run(runs: list[list[tuple[float, floa
 
 
 @settings(max_examples=100, deadline=None)
+@given(block_points)
+def test_blocks_round_trip_and_zlib_blocks_of_earlier_versions_still_read(
+    run: list[tuple[float, float]],
+) -> None:
+    # Sorted as sent, then kept to the millisecond.
+    ordered = [(round(t * 1000) / 1000, v + 0.0) for t, v in sorted(run)]
+    block = blocks.encode(run)
+    assert block[0] == 2  # Zstandard
+    assert blocks.decode(block) == ordered
+    # Version 1, as written until the eleventh session: the same body under zlib.
+    ms = [round(t * 1000) for t, _ in ordered]
+    body = struct.pack(
+        f"<I{len(ms)}q{len(ms)}d",
+        len(ms),
+        *[b - a for a, b in zip([0, *ms[:-1]], ms, strict=True)],
+        *[v for _, v in ordered],
+    )
+    assert blocks.decode(b"\x01" + zlib.compress(body, 1)) == ordered
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x03" + b"x" * 20, b"\x02not zstd", b"\x01not zlib", b"\x02\x28\xb5\x2f\xfd"],
+)
+def test_unknown_or_corrupt_blocks_are_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match="block"):
+        blocks.decode(data)
+
+
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(METRICS), times, values), min_size=1, max_size=80))
 def test_encode_runs_of_a_write_per_metric_and_day(write: Write) -> None:
     """As the writer calls it: one block per metric and UTC day of a write's Points."""
@@ -619,9 +650,11 @@ def test_points_sort_by_metric_time_and_value(write: Write) -> None:
 
 def test_a_truncated_block_is_refused() -> None:
     block = blocks.encode([(BASE, 1.0), (BASE + 1, 2.0)])
-    body = zlib.decompress(block[1:])
+    body = zstandard.ZstdDecompressor().decompress(block[1:])
     with pytest.raises(ValueError, match="truncated block"):
-        blocks.decode(block[:1] + zlib.compress(body[:-8]))
+        blocks.decode(block[:1] + zstandard.ZstdCompressor().compress(body[:-8]))
+    with pytest.raises(ValueError, match="truncated block"):
+        blocks.decode(b"\x01" + zlib.compress(body[:-8]))
 
 
 # --- 5. corrupt stored summaries -----------------------------------------------------
