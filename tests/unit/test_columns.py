@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from glowing_fiesta.model import MetricType, Point, PointBatch, PointColumns
 from glowing_fiesta.storage.base import WriteItem
-from glowing_fiesta.storage.columns import Columns
+from glowing_fiesta.storage.columns import Columns, stacked
 
 C, V = MetricType.COUNTER, MetricType.VALUE
 POINTS = [
@@ -26,9 +26,24 @@ def test_columns_keep_every_point_in_order_with_its_name_type_time_and_value() -
     assert (cols.batch_id, cols.dedupe, len(cols)) == ("b1", True, 5)
     assert list(cols.pairs()) == [("signups", C), ("latency ms", V), ("é ünïcode", V)]
     ids = {"signups": 7, "latency ms": 9, "é ünïcode": 2}
-    assert cols.metric_ids(ids).tolist() == [ids[p.metric] for p in POINTS]
-    assert cols.times().tolist() == [p.timestamp for p in POINTS]
-    assert cols.values().tolist() == [p.value for p in POINTS]
+    metric, time, value = stacked([cols], ids)
+    assert metric.tolist() == [ids[p.metric] for p in POINTS]
+    assert time.tolist() == [p.timestamp for p in POINTS]
+    assert value.tolist() == [p.value for p in POINTS]
+
+
+def test_batches_stacked_keep_each_point_with_its_own_batch_s_metric() -> None:
+    # Each batch numbers its names from 0: the second's "signups" is its name 1.
+    first = Columns.of(WriteItem(PointBatch("b1", POINTS[:2])))
+    single = Columns.of(WriteItem(PointBatch("b2", [POINTS[3]])))
+    second = Columns.of(WriteItem(PointBatch("b3", [POINTS[4], POINTS[2], POINTS[4]])))
+    ids = {"signups": 7, "latency ms": 9, "é ünïcode": 2}
+    metric, time, value = stacked([first, single, second], ids)
+    points = [*POINTS[:2], POINTS[3], POINTS[4], POINTS[2], POINTS[4]]
+    assert metric.tolist() == [ids[p.metric] for p in points]
+    assert time.tolist() == [p.timestamp for p in points]
+    assert value.tolist() == [p.value for p in points]
+    time[0] = 0.0  # the rollup may work on them in place
 
 
 def test_a_conflict_names_every_point_of_a_metric_stored_with_the_other_type() -> None:
@@ -47,7 +62,7 @@ def test_no_conflict_when_every_stored_type_matches_or_is_unknown() -> None:
 def test_an_empty_batch_has_no_points() -> None:
     cols = Columns.of(WriteItem(PointBatch("b2", [])))
     assert len(cols) == 0
-    assert cols.metric_ids({}).tolist() == []
+    assert [a.tolist() for a in stacked([cols], {})] == [[], [], []]
 
 
 def test_a_batch_held_as_columns_is_the_batch_of_its_points() -> None:

@@ -11,6 +11,7 @@ batch's id and dedupe flag.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Self
 
 import msgspec
@@ -49,17 +50,6 @@ class Columns(msgspec.Struct, array_like=True, gc=False):
     def pairs(self) -> zip[tuple[str, MetricType]]:
         return zip(self.points.names, self.points.kinds, strict=True)
 
-    def metric_ids(self, ids: dict[str, int]) -> NDArray[np.int64]:
-        """Each point's metric id, from the ids of `names`."""
-        lookup = np.array([ids[n] for n in self.names], dtype=np.int64)
-        return lookup[np.frombuffer(self.points.index, dtype=np.int32)]
-
-    def times(self) -> NDArray[np.float64]:
-        return np.frombuffer(self.points.time, dtype=np.float64)
-
-    def values(self) -> NDArray[np.float64]:
-        return np.frombuffer(self.points.value, dtype=np.float64)
-
     def conflict(self, types: dict[str, MetricType]) -> TypeConflict | None:
         """The points whose metric has the other type in `types`, if any."""
         bad = {
@@ -79,3 +69,21 @@ class Columns(msgspec.Struct, array_like=True, gc=False):
             if k in bad
         ]
         return TypeConflict(details[0].message, details)
+
+
+def stacked(
+    batches: Sequence[Columns], ids: dict[str, int]
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """The points of `batches`, in order, as metric ids (from the ids of their names),
+    times and values. The columns' bytes are joined before numpy sees them: a group of
+    single writes is dozens of one-point batches, and arrays per batch, concatenated,
+    cost ~2.5 µs a batch (6% of a single write in `serve`)."""
+    lookup = np.array([ids[n] for b in batches for n in b.names], dtype=np.int64)
+    index = np.frombuffer(b"".join([b.points.index for b in batches]), dtype=np.int32)
+    if len(batches) > 1:
+        # Each batch's positions count from its own first name.
+        firsts = np.cumsum([0] + [len(b.names) for b in batches[:-1]])
+        index = index + np.repeat(firsts, [len(b) for b in batches])
+    time = np.frombuffer(bytearray(b"".join([b.points.time for b in batches])), dtype=np.float64)
+    value = np.frombuffer(bytearray(b"".join([b.points.value for b in batches])), dtype=np.float64)
+    return lookup[index], time, value

@@ -40,7 +40,7 @@ from glowing_fiesta.errors import Detail, TypeConflict, Unavailable, ValidationE
 from glowing_fiesta.model import ApiKey, Metric, MetricType, Resolution, Scope
 from glowing_fiesta.storage import blocks, cellpacks, dialects
 from glowing_fiesta.storage.base import CellRow, Read, StorageStats, WriteItem
-from glowing_fiesta.storage.columns import Columns
+from glowing_fiesta.storage.columns import Columns, stacked
 from glowing_fiesta.storage.journal import Journal
 from glowing_fiesta.storage.journaling import JournalWriter
 from glowing_fiesta.storage.roller import Config
@@ -700,11 +700,7 @@ class SqlStorage:
         batches = [items[k] for k in accepted if len(items[k])]
         if not batches:
             return results, None, known
-        points = rollup.Pending.of(
-            np.concatenate([b.metric_ids(ids) for b in batches]),
-            np.concatenate([b.times() for b in batches]),
-            np.concatenate([b.values() for b in batches]),
-        )
+        points = rollup.Pending.of(*stacked(batches, ids))
         return results, points, known
 
     def _metrics_for_write(self, conn: Connection, names: set[str]) -> dict[str, Metric]:
