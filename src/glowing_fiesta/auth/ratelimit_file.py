@@ -5,8 +5,9 @@ database, so that they hold across every `serve` process on that database (`serv
 The file is memory-mapped: an 8-byte window number, then SLOTS open-addressing slots of
 (key hash, count), 16 bytes each. Every hit takes the file's lock (`flock`), starts a new
 window by zeroing the table when the minute has changed, finds or claims the key's slot
-and counts. Nothing in it outlives its minute, so it never needs cleaning, and losing
-it (a crash, a deleted file) loses at most one minute's counts.
+and counts. Nothing in it outlives its minute, so it never needs cleaning; a crash
+mid-way loses at most that minute's counts. (A file deleted while `serve` runs is not
+shared with processes started after: they make a new one.)
 
 If more than SLOTS keys write in one minute, the keys that find no slot are let
 through, and so is every request when the file cannot be made (fail open, counted and
@@ -108,35 +109,32 @@ class FileRateLimiter:
             # minute counts there rather than wiping it.)
             window = words[0]
             mine = self._slots_of.get(key)
-            if mine is not None and mine[0] == window:
-                index = mine[1]
-            else:
-                index = self._find(words, key)
-                if index < 0:
-                    count = -1
-                else:
-                    self._slots_of[key] = (window, index)
+            index = mine[1] if mine is not None and mine[0] == window else self._claim(key, window)
+            count = 0
             if index >= 0:
                 count = words[index + 1] + 1
                 words[index + 1] = count
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-        if count < 0:
+        if not count:
             self._failed(now, "rate_limiter_full", slots=self._slots)
             return decide(1, limit, now)
         return decide(count, limit, now)
 
-    def _find(self, words: memoryview, key: str) -> int:
-        """The index of `key`'s hash word, its slot claimed if new; -1 if none is left."""
+    def _claim(self, key: str, window: int) -> int:
+        """The index of `key`'s hash word this minute, its slot claimed if new (under the
+        lock); -1 if none is left."""
+        assert self._words is not None  # noqa: S101 - opened by `hit`
+        words = self._words
         h = self._hash(key)
         start = h % self._slots
         for probe in range(self._slots):
             index = 1 + 2 * ((start + probe) % self._slots)
             slot = words[index]
-            if slot == h:
-                return index
             if slot == 0:
-                words[index] = h
+                words[index] = slot = h
+            if slot == h:
+                self._slots_of[key] = (window, index)
                 return index
         return -1
 
