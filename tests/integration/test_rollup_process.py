@@ -303,6 +303,39 @@ def test_a_killed_rollup_process_loses_nothing_and_is_started_again(
     assert (seen, later) == (3000, 6000)
 
 
+def test_once_writes_stop_the_rollup_process_empties_the_journal(settings: Settings) -> None:
+    """Under load `serve` deletes rolled-up journal rows, 256 writes at a time; the
+    rollup process deletes the rest once nothing waits to be rolled up."""
+    journal = f"{settings.sqlite_path()}-pending"
+
+    def rows() -> int:
+        with contextlib.closing(sqlite3.connect(journal)) as conn:
+            return int(conn.execute("SELECT count(*) FROM pending").fetchone()[0])
+
+    async def scenario() -> tuple[int, int]:
+        onlooker = SqlStorage(settings.database_url)
+        async with serving(settings) as (components, _):
+            # Once this is rolled up, the rollup process has started (and deleted, in
+            # its recovery at start, what was rolled up then).
+            await components.queue.put(batch("je-first"))
+            try:
+                assert await wait_for_day_count(onlooker, "je-first", 1) == 1
+            finally:
+                await onlooker.close()
+            await asyncio.gather(*(components.queue.put(batch("je")) for _ in range(20)))
+            written = rows()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if not rows():
+                    break
+                await asyncio.sleep(0.05)
+            return written, rows()
+
+    written, left = asyncio.run(scenario())
+    assert written > 0  # journaled, not yet deleted: fewer than serve's 256
+    assert left == 0
+
+
 def test_serve_processes_on_one_database_share_one_rollup_process(settings: Settings) -> None:
     """As `serve --workers 2` runs: one rollup process for both, and when the one that
     runs it stops, the other starts its own."""
