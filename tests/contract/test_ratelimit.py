@@ -127,3 +127,42 @@ def test_a_file_that_cannot_be_made_fails_open(tmp_path: Path) -> None:
 
     assert asyncio.run(scenario()) == [True, True]
     assert len(errors) == 2
+
+
+def test_a_minute_from_the_future_in_the_file_does_not_hold_counts_after_the_clock_is_set_back(
+    tmp_path: Path,
+) -> None:
+    now = [6_000_000.0 + 3600 + 10]  # an hour fast
+    path = tmp_path / "rl"
+
+    async def scenario() -> tuple[bool, bool, int]:
+        fast = FileRateLimiter(path, clock=lambda: now[0])
+        assert (await fast.hit("k", 1)).allowed
+        refused = not (await fast.hit("k", 1)).allowed
+        await fast.close()
+        now[0] -= 3600  # the clock corrected; a restarted process reads the same file
+        again = FileRateLimiter(path, clock=lambda: now[0])
+        fresh = await again.hit("k", 1)
+        await again.close()
+        return refused, fresh.allowed, fresh.reset
+
+    assert asyncio.run(scenario()) == (True, True, 50)
+
+
+def test_a_hit_counted_in_the_minute_another_process_began_resets_with_that_minute(
+    tmp_path: Path,
+) -> None:
+    start = 6_000_000.0  # a whole minute
+    path = tmp_path / "rl"
+
+    async def scenario() -> tuple[int, int, bool]:
+        ahead = FileRateLimiter(path, clock=lambda: start + 0.01)
+        behind = FileRateLimiter(path, clock=lambda: start - 0.05)  # read its clock earlier
+        await ahead.hit("k", 2)
+        late = await behind.hit("k", 2)  # the second hit of the new minute, not the first
+        over = await behind.hit("k", 2)
+        await ahead.close()
+        await behind.close()
+        return late.remaining, over.reset, over.allowed
+
+    assert asyncio.run(scenario()) == (0, 60, False)

@@ -121,6 +121,9 @@ class Roller:
             os.close(fd)
             self._other_holds = True
             return False
+        except OSError:  # no locks here (ENOLCK): not a descriptor lost every look
+            os.close(fd)
+            raise
         self._lock_fd = fd
         self._other_holds = False
         return True
