@@ -16,6 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 WINDOW = 60
 
 
@@ -39,6 +43,23 @@ def decide(count: int, limit: int, now: float) -> Decision:
     window_end = (math.floor(now / WINDOW) + 1) * WINDOW
     reset = max(1, math.ceil(window_end - now))
     return Decision(count <= limit, limit, max(0, limit - count), reset)
+
+
+class FailOpen:
+    """What a shared limiter does with a request it could not count: lets it through
+    (the caller answers `decide(1, …)`), counts it with `on_error` and logs at most
+    every 10 s."""
+
+    def __init__(self, on_error: Callable[[], None] | None) -> None:
+        self._on_error = on_error
+        self._last_log = 0.0
+
+    def __call__(self, now: float, event: str, **details: object) -> None:
+        if self._on_error is not None:
+            self._on_error()
+        if now - self._last_log > 10:
+            self._last_log = now
+            log.warning(event, policy="fail_open", **details)
 
 
 class MemoryRateLimiter:

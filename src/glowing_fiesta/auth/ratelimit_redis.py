@@ -16,12 +16,9 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import RedisError
 
-from glowing_fiesta.auth.ratelimit import WINDOW, Decision, decide
-
-log = structlog.get_logger(__name__)
+from glowing_fiesta.auth.ratelimit import WINDOW, Decision, FailOpen, decide
 
 _SCRIPT = """
 local n = redis.call('INCR', KEYS[1])
@@ -44,9 +41,8 @@ class RedisRateLimiter:
         )
         self._script = self._redis.register_script(_SCRIPT)
         self._prefix = f"{prefix}:rl"
-        self._on_error = on_error
+        self._fail_open = FailOpen(on_error)
         self._clock = clock
-        self._last_log = 0.0
 
     async def hit(self, key: str, limit: int) -> Decision:
         now = self._clock()
@@ -56,11 +52,7 @@ class RedisRateLimiter:
                 await self._script(keys=[f"{self._prefix}:{key}:{window}"], args=[WINDOW + 5])
             )
         except RedisError as exc:
-            if self._on_error is not None:
-                self._on_error()
-            if now - self._last_log > 10:
-                self._last_log = now
-                log.warning("rate_limiter_unavailable", error=str(exc), policy="fail_open")
+            self._fail_open(now, "rate_limiter_unavailable", error=str(exc))
             return decide(1, limit, now)
         return decide(count, limit, now)
 
