@@ -513,6 +513,24 @@ def test_unknown_or_corrupt_blocks_are_refused(data: bytes) -> None:
         blocks.decode(data)
 
 
+def test_a_block_whose_header_claims_a_huge_size_is_refused_before_allocating_it() -> None:
+    frame = blocks.encode([(1.0, 2.0), (2.0, 3.0)])[1:]
+    # The frame header rewritten to claim 1 TiB: magic, a descriptor for a single
+    # segment with an 8-byte content size, the size, then the original blocks.
+    descriptor = frame[4]
+    assert descriptor & 0b0010_0000  # single segment
+    size_bytes = {0: 1, 1: 2, 2: 4, 3: 8}[descriptor >> 6]
+    forged = (
+        frame[:4]
+        + bytes([0b1110_0000 | (descriptor & 0b0001_1111)])
+        + struct.pack("<Q", 1 << 40)
+        + frame[5 + size_bytes :]
+    )
+    assert zstandard.frame_content_size(forged) == 1 << 40
+    with pytest.raises(ValueError, match="corrupt block"):
+        blocks.decode(b"\x02" + forged)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(METRICS), times, values), min_size=1, max_size=80))
 def test_encode_runs_of_a_write_per_metric_and_day(write: Write) -> None:

@@ -33,6 +33,11 @@ _ZLIB_VERSION = 1
 _PENDING_VERSION = 2
 _HEADER = struct.Struct("<I")
 _ZSTD_LEVEL = 1
+# A Zstandard block holds at most 128 KiB of content and takes at least 4 bytes (an RLE
+# block), so no frame expands more than 32,768-fold. The decompressor allocates the
+# size a frame's header claims before it reads a byte of the body: a corrupt header
+# claiming a terabyte would be a MemoryError, not a corrupt block.
+_ZSTD_MAX_EXPANSION = 1 << 15
 
 
 class _Codecs(threading.local):
@@ -86,7 +91,13 @@ def decode_columns(data: bytes) -> tuple[NDArray[np.float64], NDArray[np.float64
     if not data or data[0] not in (_VERSION, _ZLIB_VERSION):
         raise ValueError("unknown block format")
     try:
-        body = (_codecs.decompress if data[0] == _VERSION else zlib.decompress)(data[1:])
+        if data[0] == _VERSION:
+            frame = data[1:]
+            if zstandard.frame_content_size(frame) > _ZSTD_MAX_EXPANSION * len(frame):
+                raise ValueError("corrupt block: its size is more than its frame can hold")
+            body = _codecs.decompress(frame)
+        else:
+            body = zlib.decompress(data[1:])
     except (zstandard.ZstdError, zlib.error) as exc:
         raise ValueError("corrupt block") from exc
     (n,) = _HEADER.unpack_from(body)
