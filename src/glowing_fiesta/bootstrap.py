@@ -50,11 +50,12 @@ class Components:
         await self.limiter.close()
         await self.queue.close()
         await self.storage.close()
+        self.telemetry.close()
 
 
 def build(settings: Settings) -> Components:
     """Every component for `serve`, `worker` and the CLI, chosen from settings."""
-    telemetry = Telemetry()
+    telemetry = Telemetry(shared_queue=bool(settings.redis_url))
     storage = SqlStorage(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     queue: Queue
     limiter: RateLimiter

@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -98,18 +101,37 @@ def serve(host: str, port: int, workers: int, access_log: bool) -> None:
             "warning: without GF_REDIS_URL each server process keeps its own rate limit counts",
             err=True,
         )
-    uvicorn.run(
-        "glowing_fiesta.bootstrap:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=access_log,
-        log_config=None,
-        loop="uvloop",
-        http="glowing_fiesta.http_protocol:OneWriteHttpToolsProtocol",
-        timeout_graceful_shutdown=10,
-    )
+    with _shared_metrics(workers):
+        uvicorn.run(
+            "glowing_fiesta.bootstrap:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            log_config=None,
+            loop="uvloop",
+            http="glowing_fiesta.http_protocol:OneWriteHttpToolsProtocol",
+            timeout_graceful_shutdown=10,
+        )
+
+
+@contextlib.contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """With several processes, a fresh directory where they all keep their metrics, so
+    that `/metrics` answers the totals whichever process it reaches (telemetry.py).
+    Never one inherited from elsewhere: its old counts would be added in."""
+    if workers == 1:
+        yield
+        return
+    from glowing_fiesta.telemetry import SHARED_DIR_ENV
+
+    with tempfile.TemporaryDirectory(prefix="glowing-fiesta-metrics-") as shared:
+        os.environ[SHARED_DIR_ENV] = shared
+        try:
+            yield
+        finally:
+            del os.environ[SHARED_DIR_ENV]
 
 
 @main.command()

@@ -1,23 +1,45 @@
 """The service's own Prometheus metrics, defined in one place.
 
-Each process has its own registry object so that tests and several in-process apps do
-not share counters; `/metrics` renders the registry of the process that answers.
+Each `Telemetry` has its own registry object so that tests and several in-process apps
+do not share counters; `/metrics` renders the registry of the process that answers.
+
+Except under `serve --workers N`: a scrape reaches whichever process accepts the
+connection, so there the processes keep their values in files in one directory
+(prometheus_client's multiprocess mode, chosen by `PROMETHEUS_MULTIPROC_DIR`, which
+`serve` sets for its processes) and `/metrics` renders the sums over all of them.
 """
 
 from __future__ import annotations
 
+import os
 from array import array
 from collections import Counter as Tally
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from glowing_fiesta.model import MetricType, PointBatch
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class Telemetry:
-    def __init__(self) -> None:
+    def __init__(self, *, shared_queue: bool = False) -> None:
+        """`shared_queue`: the processes write to one queue (Redis), whose depth each
+        sees whole; otherwise each has a queue of its own."""
+        # prometheus_client reads the variable when it is imported, to decide where
+        # values live: this process must have had it from its start (`serve` sets it
+        # before it starts its processes).
+        self.shared_dir = os.environ.get(SHARED_DIR_ENV) or None
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -41,7 +63,13 @@ class Telemetry:
         # types are few, so these stay small.
         self._points_children: dict[MetricType, Counter] = {}
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self.queue_depth = Gauge("gf_queue_depth", "Batches waiting for a writer.", registry=r)
+        self.queue_depth = Gauge(
+            "gf_queue_depth",
+            "Batches waiting for a writer.",
+            registry=r,
+            # Summed over processes' own queues; a shared queue's latest reading.
+            multiprocess_mode="livemostrecent" if shared_queue else "livesum",
+        )
         self.writer_batch_points = Histogram(
             "gf_writer_batch_points",
             "Points per writer commit.",
@@ -69,6 +97,21 @@ class Telemetry:
         self.statsd_lines = Counter(
             "gf_statsd_lines", "StatsD lines received, by outcome.", ["outcome"], registry=r
         )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this registry's, or, with a shared
+        directory, the totals over every process that writes there."""
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        totals = CollectorRegistry()
+        multiprocess.MultiProcessCollector(totals, self.shared_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(totals)
+
+    def close(self) -> None:
+        """A process that stops takes its gauges out of the totals; its counters stay
+        counted."""
+        if self.shared_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.shared_dir)  # type: ignore[no-untyped-call]
 
     def count_points(self, batch: PointBatch) -> None:
         """Count acknowledged points by type (one increment per type, not per point),

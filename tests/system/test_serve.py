@@ -98,6 +98,7 @@ def test_two_server_processes_share_rate_limits_writes_and_one_rollup_process(
     reader = cli(gf_env, "keys", "create", "reader", "--scopes", "read").stdout.strip()
     server = Server(gf_env, log=tmp_path / "serve.log", args=("--workers", "2"))
     server.start()
+    every: list[int] = []  # the statuses of both attempts, for /metrics
     try:
         for attempt in range(2):
             key = cli(gf_env, "keys", "create", f"w{attempt}", "--rate-limit", "20").stdout.strip()
@@ -117,6 +118,7 @@ def test_two_server_processes_share_rate_limits_writes_and_one_rollup_process(
             # 30 connections, 10 at a time: both processes accept some while busy.
             with ThreadPoolExecutor(10) as pool:
                 statuses = [s for pair in pool.map(lambda _: two_writes(), range(30)) for s in pair]
+            every += statuses
             if time.time() // 60 == minute:
                 break  # else a new minute began mid-way, with new counts: once more
         with httpx.Client(base_url=server.url, timeout=10) as http:
@@ -125,6 +127,8 @@ def test_two_server_processes_share_rate_limits_writes_and_one_rollup_process(
                 params={"agg": "sum", "interval": "day"},
                 headers={"Authorization": f"Bearer {reader}"},
             )
+        # Each scrape on a new connection, so that both processes answer some.
+        scrapes = [httpx.get(f"{server.url}/metrics").text for _ in range(8)]
         assert server.proc is not None
         rollers = [c for c in descendants(server.proc.pid) if "storage.roller" in c]
     finally:
@@ -133,6 +137,11 @@ def test_two_server_processes_share_rate_limits_writes_and_one_rollup_process(
     assert (statuses.count(202), statuses.count(429)) == (20, 40)
     assert sum(p["value"] for p in counted.json()["points"]) == 20
     assert len(rollers) == 1, rollers
+    # Whichever process answers, /metrics counts the requests of both.
+    requests = 'gf_http_requests_total{route="post_counter",status="%d"}'
+    for text in scrapes:
+        assert f"{requests % 202} {float(every.count(202))}" in text, text
+        assert f"{requests % 429} {float(every.count(429))}" in text, text
 
 
 def test_points_acknowledged_before_a_sigkill_survive_a_restart(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -41,7 +41,7 @@ async def ready(request: Request) -> Response:
 async def prometheus(request: Request) -> Response:
     services = services_of(request)
     services.telemetry.queue_depth.set(services.queue.depth())
-    return Response(generate_latest(services.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(services.telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:
