@@ -8,18 +8,20 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import msgpack
 import pytest
 
 from glowing_fiesta.errors import Unavailable
 from glowing_fiesta.model import MetricType, Point, PointBatch
-from glowing_fiesta.queue.base import Queue
+from glowing_fiesta.queue.base import Delivery, Queue
 from glowing_fiesta.queue.inline import InlineQueue
 from glowing_fiesta.queue.redis import RedisQueue
 from tests.services import redis_prefix
 
 QueueFactory = Callable[..., Queue]
+Q = TypeVar("Q", bound=Queue)
 
 
 def batch(n: int = 3, name: str = "q") -> PointBatch:
@@ -39,7 +41,7 @@ def make_queue(request: pytest.FixtureRequest) -> Iterator[QueueFactory]:
 
 
 @asynccontextmanager
-async def started(queue: Queue) -> AsyncIterator[Queue]:
+async def started(queue: Q) -> AsyncIterator[Q]:
     await queue.start()
     try:
         yield queue
@@ -52,7 +54,7 @@ def test_a_batch_goes_through_intact_and_is_settled(make_queue: QueueFactory) ->
         async with started(make_queue()) as q:
             sent = [batch(), batch(1, "other")]
             puts = [asyncio.create_task(q.put(b)) for b in sent]
-            got = []
+            got: list[Delivery] = []
             while len(got) < 2:
                 got += await q.claim(max_points=10_000, timeout=1.0)
             # Content kept; concurrent producers have no order between them.
@@ -74,7 +76,7 @@ def test_claim_respects_max_points_but_always_gives_one(make_queue: QueueFactory
             await asyncio.sleep(0.05)
             first = await q.claim(max_points=1000, timeout=1.0)
             assert len(first) == 1
-            rest = []
+            rest: list[Delivery] = []
             while len(rest) < 2:
                 rest += await q.claim(max_points=100_000, timeout=1.0)
             await q.ack(first + rest, [None] * 3)
@@ -122,7 +124,7 @@ def test_entries_of_a_dead_consumer_are_redelivered(redis_target: tuple[str, str
             assert taken.redeliverable
             assert await alive.claim(10_000, 0.05) == []  # not idle long enough yet
             await asyncio.sleep(0.3)
-            again: list = []
+            again: list[Delivery] = []
             for _ in range(20):
                 again += await alive.claim(10_000, 0.1)
                 if again:

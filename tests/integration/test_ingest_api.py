@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from starlette.testclient import TestClient
 
 from tests.conftest import KeyMaker, bearer
 
 
-def series(client: TestClient, key: str, name: str, **params: object) -> list[dict[str, object]]:
+def series(client: TestClient, key: str, name: str, **params: int | str) -> list[dict[str, object]]:
     r = client.get("/api/series", params={"metric": name, **params}, headers=bearer(key))
     assert r.status_code == 200, r.text
     points: list[dict[str, object]] = r.json()["points"]
@@ -58,9 +59,8 @@ def test_identical_points_count_twice(client: TestClient, make_key: KeyMaker) ->
         client.post(
             "/api/metrics/counter", json={"metric": "dup", "timestamp": t}, headers=bearer(key)
         )
-    assert series(client, key, "dup", **{"from": t, "to": t + 60, "interval": "minute"}) == [
-        {"t": t, "value": 2}
-    ]
+    minute: dict[str, int | str] = {"from": t, "to": t + 60, "interval": "minute"}
+    assert series(client, key, "dup", **minute) == [{"t": t, "value": 2}]
 
 
 def test_type_conflict_is_409_and_changes_nothing(client: TestClient, make_key: KeyMaker) -> None:
@@ -165,7 +165,7 @@ def test_body_over_the_limit_is_413_even_when_chunked(
     key = make_key()
     big = b'{"points": [' + b'{"metric": "m", "type": "counter"},' * 40_000 + b"]}"
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         for i in range(0, len(big), 65536):
             yield big[i : i + 65536]
 

@@ -225,8 +225,8 @@ def test_days_in_fractional_offset_zones_start_at_local_midnight(
 def test_months_and_weeks(storage: SqlStorage) -> None:
     utc = ZoneInfo("UTC")
 
-    def ts(*a: int) -> int:
-        return int(datetime(*a, tzinfo=utc).timestamp())  # type: ignore[misc]
+    def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+        return int(datetime(year, month, day, hour, minute, second, tzinfo=utc).timestamp())
 
     write(
         storage,

@@ -31,7 +31,12 @@ def loaded(client: TestClient, make_key: KeyMaker) -> tuple[str, int]:
 
 def test_csv_and_json_give_the_same_numbers(client: TestClient, loaded: tuple[str, int]) -> None:
     key, hour = loaded
-    params = {"from": hour, "to": hour + 3 * 3600, "interval": "hour", "tz": "America/New_York"}
+    params: dict[str, int | str] = {
+        "from": hour,
+        "to": hour + 3 * 3600,
+        "interval": "hour",
+        "tz": "America/New_York",
+    }
     for agg in ["avg", "max", "p50", "count"]:
         js = client.get(
             "/api/metrics/lat", params={**params, "agg": agg}, headers=bearer(key)
@@ -99,7 +104,7 @@ def test_json_shape(client: TestClient, loaded: tuple[str, int]) -> None:
     ],
 )
 def test_bad_parameters_are_422_naming_the_parameter(
-    client: TestClient, loaded: tuple[str, int], params: dict[str, object], field: str
+    client: TestClient, loaded: tuple[str, int], params: dict[str, int | str], field: str
 ) -> None:
     key, _ = loaded
     r = client.get("/api/metrics/lat", params=params, headers=bearer(key))
@@ -128,9 +133,11 @@ def test_list_metrics_pages_with_an_opaque_cursor(client: TestClient, make_key: 
         json={"points": [{"metric": n, "type": "counter"} for n in names]},
     )
     seen: list[str] = []
-    cursor = None
+    cursor: str | None = None
     while True:
-        params = {"prefix": "svc.", "limit": 3} | ({"cursor": cursor} if cursor else {})
+        params: dict[str, int | str] = {"prefix": "svc.", "limit": 3}
+        if cursor:
+            params["cursor"] = cursor
         body = client.get("/api/metrics", params=params, headers=bearer(key)).json()
         seen += [m["name"] for m in body["metrics"]]
         cursor = body["next_cursor"]
@@ -142,7 +149,13 @@ def test_list_metrics_pages_with_an_opaque_cursor(client: TestClient, make_key: 
     entry = everything[0]
     assert set(entry) == {"name", "type", "stat_key", "created_at", "last_point_at"}
     assert len({m["stat_key"] for m in everything}) == len(names)
-    for bad in [{"limit": 0}, {"limit": 1001}, {"limit": "ten"}, {"cursor": "%%%"}]:
+    bad_params: list[dict[str, int | str]] = [
+        {"limit": 0},
+        {"limit": 1001},
+        {"limit": "ten"},
+        {"cursor": "%%%"},
+    ]
+    for bad in bad_params:
         r = client.get("/api/metrics", params=bad, headers=bearer(key))
         assert r.status_code == 422, bad
 

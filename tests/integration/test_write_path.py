@@ -29,7 +29,7 @@ def test_concurrent_requests_share_commits_and_all_land(settings: Settings) -> N
         await runtime.start()
         t = time.time() - 60
         await asyncio.gather(*(components.queue.put(one("gc", t)) for _ in range(500)))
-        commits = components.telemetry.writer_batch_points.collect()[0]
+        commits = next(iter(components.telemetry.writer_batch_points.collect()))
         count = next(s.value for s in commits.samples if s.name.endswith("_count"))
         await runtime.stop()
         storage = build(settings).storage

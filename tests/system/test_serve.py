@@ -51,7 +51,7 @@ def test_keys_created_with_the_cli_write_and_read_exact_aggregates(
         )
         assert r.json() == {"accepted": 3}
 
-        q = {"from": hour, "to": hour + 3600, "interval": "hour"}
+        q: dict[str, int | str] = {"from": hour, "to": hour + 3600, "interval": "hour"}
         counter = http.get("/api/metrics/signups", params=q).json()
         assert counter["points"] == [{"t": hour, "value": 7}]
         name = quote("checkout latency ms", safe="")

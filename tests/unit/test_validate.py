@@ -540,10 +540,8 @@ def test_a_batch_gets_what_each_point_alone_gets(
             item["timestamp"] = offset
         items.append(item)
     expected = [
-        rules.point(
-            it["metric"], MetricType(it["type"]), it.get("value"), it.get("timestamp"), now=now
-        )
-        for it in items
+        rules.point(it["metric"], MetricType(kind), it.get("value"), it.get("timestamp"), now=now)
+        for it, (_, kind, _, _) in zip(items, rows, strict=True)
     ]
     body = json.dumps({"points": items}).encode()
     good = [p for p in expected if isinstance(p, Point)]
