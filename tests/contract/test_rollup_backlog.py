@@ -382,6 +382,21 @@ def test_writes_behind_the_mark_are_not_rolled_up_again(
         assert journal.execute("SELECT count(*) FROM pending").fetchone() == (0,)
 
 
+def test_writes_from_before_the_clock_was_set_back_are_due_at_once(
+    open_store: Callable[[], SqlStorage],
+) -> None:
+    """A write waits at most `seconds` for its rollup, however the wall clock moves:
+    set back an hour, the journal's oldest write seems to come from the future."""
+    store = open_store()
+    store.apply_now(writes("clock", C, seed=22, n=1)[0], defer_rollups=True)
+    assert store.rollup_due(1, 0.0)
+    assert not store.rollup_due(10_000, 60.0)  # 40 points, just written
+    with contextlib.closing(sqlite3.connect(f"{store.url.database}-pending")) as journal:
+        journal.execute("UPDATE pending SET at = at + 3600")
+        journal.commit()
+    assert store.rollup_due(10_000, 60.0)
+
+
 def test_a_new_journal_is_not_taken_for_one_already_rolled_up(
     open_store: Callable[[], SqlStorage],
 ) -> None:

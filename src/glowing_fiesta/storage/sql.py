@@ -470,7 +470,10 @@ class SqlStorage:
         if journal is None:
             return False
         waiting, since = journal.waiting(self._mark)
-        return waiting >= points or (waiting > 0 and time.time() - since >= seconds)
+        # Write times are wall-clock times, shared with other processes. One from the
+        # future means the clock was set back: due now, not once the clock is back.
+        age = time.time() - since
+        return waiting >= points or (waiting > 0 and not 0 <= age < seconds)
 
     def roll_up_now(self, limit: int | None = None, *, through: int | None = None) -> int:
         """Write the blocks and cells of the journal's writes not rolled up yet (the
