@@ -46,6 +46,7 @@ def test_bench_runs_a_tiny_workload_and_reports_every_figure(
         "disk_bytes_per_point",
         "server_peak_rss_mb",
         "single_max_req_per_s",
+        "single_client_cpu_pct",  # wrk's too, when it is the client
         "open_loop_p99_ms",
         "open_loop_client_late_ms",
         "query_7d_hour_median_ms",
