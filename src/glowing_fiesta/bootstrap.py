@@ -47,10 +47,12 @@ class Components:
         return isinstance(self.queue, InlineQueue)
 
     async def close(self) -> None:
-        await self.limiter.close()
-        await self.queue.close()
-        await self.storage.close()
-        self.telemetry.close()
+        try:
+            await self.limiter.close()
+            await self.queue.close()
+            await self.storage.close()
+        finally:
+            self.telemetry.close()
 
 
 def build(settings: Settings) -> Components:

@@ -124,14 +124,20 @@ def _shared_metrics(workers: int) -> Iterator[None]:
     if workers == 1:
         yield
         return
-    from glowing_fiesta.telemetry import SHARED_DIR_ENV
+    from glowing_fiesta.telemetry import PROMETHEUS_DIR_ENV, SHARED_DIR_ENV
 
+    names = (SHARED_DIR_ENV, PROMETHEUS_DIR_ENV)
+    inherited = {name: os.environ.get(name) for name in names}
     with tempfile.TemporaryDirectory(prefix="glowing-fiesta-metrics-") as shared:
-        os.environ[SHARED_DIR_ENV] = shared
+        os.environ.update(dict.fromkeys(names, shared))
         try:
             yield
         finally:
-            del os.environ[SHARED_DIR_ENV]
+            for name, value in inherited.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
 
 
 @main.command()

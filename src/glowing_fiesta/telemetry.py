@@ -5,8 +5,11 @@ do not share counters; `/metrics` renders the registry of the process that answe
 
 Except under `serve --workers N`: a scrape reaches whichever process accepts the
 connection, so there the processes keep their values in files in one directory
-(prometheus_client's multiprocess mode, chosen by `PROMETHEUS_MULTIPROC_DIR`, which
-`serve` sets for its processes) and `/metrics` renders the sums over all of them.
+(prometheus_client's multiprocess mode, chosen by `PROMETHEUS_MULTIPROC_DIR`) and
+`/metrics` renders the sums over all of them. `serve` makes that directory and names it
+in both that variable and `GF_METRICS_SHARED_DIR` for its processes; only the latter
+turns the sums on, so a `PROMETHEUS_MULTIPROC_DIR` set for other programs never adds
+their counts to ours.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 from array import array
 from collections import Counter as Tally
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,16 +33,17 @@ from glowing_fiesta.model import MetricType, PointBatch
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SHARED_DIR_ENV = "GF_METRICS_SHARED_DIR"
+PROMETHEUS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Telemetry:
     def __init__(self, *, shared_queue: bool = False) -> None:
         """`shared_queue`: the processes write to one queue (Redis), whose depth each
         sees whole; otherwise each has a queue of its own."""
-        # prometheus_client reads the variable when it is imported, to decide where
-        # values live: this process must have had it from its start (`serve` sets it
-        # before it starts its processes).
+        # prometheus_client reads its variable when it is imported, to decide where
+        # values live: this process must have had both from its start (`serve` sets
+        # them before it starts its processes).
         self.shared_dir = os.environ.get(SHARED_DIR_ENV) or None
         self.registry = CollectorRegistry()
         r = self.registry
@@ -103,6 +108,7 @@ class Telemetry:
         directory, the totals over every process that writes there."""
         if self.shared_dir is None:
             return generate_latest(self.registry)
+        forget_dead_processes(self.shared_dir)
         totals = CollectorRegistry()
         multiprocess.MultiProcessCollector(totals, self.shared_dir)  # type: ignore[no-untyped-call]
         return generate_latest(totals)
@@ -149,3 +155,17 @@ class Telemetry:
         if child is None:
             child = self._points_children[mtype] = self.points_ingested.labels(mtype.value)
         return child
+
+
+def forget_dead_processes(shared_dir: str) -> None:
+    """Take the gauges of processes that are gone out of the totals: one that stopped
+    cleanly did so itself (`Telemetry.close`), but one that was killed (SIGKILL, the
+    OOM killer, uvicorn replacing a worker that stopped answering) could not."""
+    for path in Path(shared_dir).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, shared_dir)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive: another user's process

@@ -66,6 +66,22 @@ def test_accepts_into_the_stream_and_checks_types_at_request_time(
     stream.close()
 
 
+def test_metrics_show_the_streams_depth_whichever_process_answers(
+    redis_settings: Settings, make_key: KeyMaker
+) -> None:
+    """Two `serve` processes on one stream: the one that took no write still reports
+    what waits in it (under `serve --workers N`, the latest reading is the sum's)."""
+    key = make_key()
+    with (
+        TestClient(create_app_from(redis_settings)) as writing,
+        TestClient(create_app_from(redis_settings)) as scraped,
+    ):
+        for _ in range(3):
+            r = writing.post("/api/metrics/counter", json={"metric": "d"}, headers=bearer(key))
+            assert r.status_code == 202
+        assert "gf_queue_depth 3.0" in scraped.get("/metrics").text.splitlines()
+
+
 def test_redis_down_means_503_with_retry_after_and_not_ready(
     settings: Settings, make_key: KeyMaker
 ) -> None:

@@ -506,7 +506,15 @@ def test_blocks_round_trip_and_zlib_blocks_of_earlier_versions_still_read(
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x03" + b"x" * 20, b"\x02not zstd", b"\x01not zlib", b"\x02\x28\xb5\x2f\xfd"],
+    [
+        b"",
+        b"\x03" + b"x" * 20,
+        b"\x02not zstd",
+        b"\x01not zlib",
+        b"\x02\x28\xb5\x2f\xfd",
+        b"\x02" + zstandard.ZstdCompressor().compress(b"ab"),  # shorter than its header
+        b"\x01" + zlib.compress(b""),
+    ],
 )
 def test_unknown_or_corrupt_blocks_are_refused(data: bytes) -> None:
     with pytest.raises(ValueError, match="block"):

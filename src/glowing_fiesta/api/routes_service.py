@@ -40,7 +40,13 @@ async def ready(request: Request) -> Response:
 
 async def prometheus(request: Request) -> Response:
     services = services_of(request)
-    services.telemetry.queue_depth.set(services.queue.depth())
+    try:
+        # Read now: under `serve --workers N` with Redis, the gauge shows the latest
+        # reading of any process, and this process's last one may be old.
+        depth = await services.queue.refresh_depth()
+    except Exception:  # the metrics must answer when the broker does not (see /ready)
+        depth = services.queue.depth()
+    services.telemetry.queue_depth.set(depth)
     return Response(services.telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

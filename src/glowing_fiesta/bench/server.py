@@ -149,4 +149,7 @@ class EmbeddedServer:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                # Reaped now, not by a later Popen: a `wrk` run's, whose CPU share
+                # (children's usage) would count this server's.
+                self.proc.wait()
         self.tmp.cleanup()

@@ -49,3 +49,7 @@ class Queue(Protocol):
 
     def depth(self) -> int:
         """Batches waiting to be written, as last seen (for /metrics)."""
+
+    async def refresh_depth(self) -> int:
+        """Batches waiting to be written now, asked of the queue itself (a scrape of
+        /metrics); `depth()` returns it until seen again."""

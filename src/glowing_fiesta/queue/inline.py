@@ -91,6 +91,9 @@ class InlineQueue:
     def depth(self) -> int:
         return len(self._items)
 
+    async def refresh_depth(self) -> int:
+        return self.depth()
+
 
 def _retrieve(fut: asyncio.Future[None]) -> None:
     # Mark the outcome as seen: the request that waited for it may have gone away, and

@@ -100,6 +100,8 @@ def decode_columns(data: bytes) -> tuple[NDArray[np.float64], NDArray[np.float64
             body = zlib.decompress(data[1:])
     except (zstandard.ZstdError, zlib.error) as exc:
         raise ValueError("corrupt block") from exc
+    if len(body) < _HEADER.size:
+        raise ValueError("truncated block")
     (n,) = _HEADER.unpack_from(body)
     if len(body) != _HEADER.size + 16 * n:
         raise ValueError("truncated block")
