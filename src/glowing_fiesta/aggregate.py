@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,25 @@ from glowing_fiesta.sketch import Sketch
 SMALL = 16
 # First byte of a stored list of exact values; sketches start with their version (1).
 VALUES_TAG = 0xE0
+_LARGEST = sys.float_info.max
+
+
+def bounded_sum(total: float) -> float:
+    """A cell's sum as stored: a sum past the largest double (finite values can add up
+    to infinity) is kept as the largest double of its sign. MySQL and MariaDB cannot
+    store an infinity at all: a rollup holding one would fail, and be tried again, for
+    ever."""
+    if -_LARGEST <= total <= _LARGEST:
+        return total
+    return math.copysign(_LARGEST, total)
+
+
+def bounded_sums(totals: list[float]) -> list[float]:
+    """`bounded_sum` of each, the same list when none needs it (nearly always: one
+    pass in C finds out)."""
+    if math.isfinite(sum(totals)):
+        return totals
+    return [bounded_sum(t) for t in totals]
 
 
 @dataclass(slots=True)

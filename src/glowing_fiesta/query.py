@@ -200,15 +200,26 @@ class QueryService:
             tz = zone(q.tz)
         except ValueError as exc:
             raise ValidationError(str(exc), [Detail(str(exc), field="tz")]) from None
-        starts = bucket_starts(q.interval, tz, q.start, q.end, self.max_buckets)
+        try:
+            starts = bucket_starts(q.interval, tz, q.start, q.end, self.max_buckets)
+            inner = starts[1:]
+            res = tiling_resolution(q.interval, tz, inner) if inner else Resolution.DAY
+        except ValueError:
+            # `from` and `to` are within years 1-9999 UTC (parse_time), but a bucket
+            # around them may not be, in the zone's calendar: 9999-12-31 in a zone east
+            # of UTC, or the month holding 9999-12-01 (its end is in year 10000).
+            field = "from" if q.start < 0 else "to"
+            msg = (
+                f"the {q.interval.value} buckets of this range in {q.tz} reach beyond the "
+                "years 0001 to 9999"
+            )
+            raise ValidationError(msg, [Detail(msg, field=field)]) from None
         if len(starts) > self.max_buckets:
             msg = (
                 f"the query would return more than {self.max_buckets:,} buckets; "
                 "shorten the range or choose a coarser interval"
             )
             raise ValidationError(msg, [Detail(msg, field="interval")])
-        inner = starts[1:]
-        res = tiling_resolution(q.interval, tz, inner) if inner else Resolution.DAY
         spans = plan(q.start, q.end, res)
         # Default aggregates (sum, avg) never need percentile data, so what to read is
         # known before the metric's type is, and one round trip reads everything.

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from glowing_fiesta import sketch as sk
-from glowing_fiesta.aggregate import SMALL, VALUES_TAG
+from glowing_fiesta.aggregate import SMALL, VALUES_TAG, bounded_sums
 from glowing_fiesta.model import Resolution
 
 Ints = NDArray[np.int64]
@@ -56,7 +56,10 @@ class Pending:
         m = np.asarray(metric, dtype=np.int64)
         # To the millisecond, as raw blocks keep times: cells rebuilt from the blocks
         # (after a crash) then equal the cells written from the request's points.
-        t = np.round(np.asarray(time, dtype=np.float64) * 1000) / 1000
+        # Rounded, but never into the next second: a point sent at 59.9999 s past a
+        # minute belongs to that minute's bucket, not to the next one's.
+        t = np.asarray(time, dtype=np.float64)
+        t = np.minimum(np.round(t * 1000), np.floor(t) * 1000 + 999) / 1000
         v = np.asarray(value, dtype=np.float64) + 0.0  # -0.0 as 0.0, as Sketch.add does
         return cls(m, t, v)
 
@@ -147,6 +150,8 @@ def fold(points: Points) -> list[Folded]:
     for res in Resolution:
         bucket = seconds // int(res) * int(res)
         starts, ends = points.runs(bucket)
+        with np.errstate(over="ignore", invalid="ignore"):  # bounded in `merge`
+            sums = np.add.reduceat(v, starts)
         out.append(
             Folded(
                 res=res,
@@ -155,7 +160,7 @@ def fold(points: Points) -> list[Folded]:
                 begin=starts.tolist(),
                 end=ends.tolist(),
                 count=(ends - starts).tolist(),
-                sum=np.add.reduceat(v, starts).tolist(),
+                sum=sums.tolist(),
                 min=np.minimum.reduceat(v, starts).tolist(),
                 max=np.maximum.reduceat(v, starts).tolist(),
             )
@@ -249,6 +254,7 @@ def merge(
         sketches = _SketchBuilder(points.value, bin_keys, cells, source, wanted).build()
         for (i, _), sketch in zip(wanted, sketches, strict=True):
             summary[i] = sketch
+        total = bounded_sums(total)
         out.append(Merged(res, cells.metric, cells.start, count, total, low, high, summary))
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -110,6 +111,22 @@ def test_cells_merge_across_transactions(store: SqlStorage) -> None:
     cell = Cell.stored(count, total, low, high, summary)
     assert (t, cell.count, cell.sum, cell.min, cell.max) == (T0, 3, 9, 1, 5)
     assert cell.value(Agg.P50) == 3  # small cells keep their values: exact
+
+
+def test_sums_past_the_largest_double_are_stored_as_the_largest(store: SqlStorage) -> None:
+    """Finite values may add up to infinity, which MySQL and MariaDB cannot store: the
+    sums keep the largest double of their sign instead, on every engine, and the write
+    goes through (a failing rollup would be tried again for ever)."""
+    huge = sys.float_info.max
+    run(store.apply([WriteItem(batch(("of", C, huge, T0 + 1), ("of", C, huge, T0 + 2)))]))
+    run(store.apply([WriteItem(batch(("of", C, huge, T0 + 3)))]))  # merged into stored cells
+    run(store.apply([WriteItem(batch(("uf", V, -huge, T0 + 1), ("uf", V, -huge, T0 + 2)))]))
+    for name, total in (("of", huge), ("uf", -huge)):
+        metric = run(store.get_metric(name))
+        assert metric is not None
+        for res in Resolution:
+            cells = run(store.read_cells(metric.id, res, T0, T0 + DAY, sketches=False))
+            assert [row[2] for row in cells] == [total], (name, res)
 
 
 def test_a_conflicting_batch_is_rejected_whole_and_others_are_written(store: SqlStorage) -> None:

@@ -101,6 +101,38 @@ def test_json_shape(client: TestClient, loaded: tuple[str, int]) -> None:
         ({"from": 2000, "to": 1000}, "from"),
         ({"format": "xml"}, "format"),
         ({"from": 0, "to": 86400 * 8, "interval": "minute"}, "interval"),
+        # Within years 1-9999 UTC, but not every bucket is in the zone's calendar.
+        (
+            {"from": "9999-12-01T00:00:00Z", "to": "9999-12-02T00:00:00Z", "interval": "month"},
+            "to",
+        ),
+        (
+            {
+                "from": "9999-12-31T00:00:00Z",
+                "to": "9999-12-31T01:00:00Z",
+                "interval": "minute",
+                "tz": "Pacific/Kiritimati",
+            },
+            "to",
+        ),
+        (
+            {
+                "from": "0001-01-01T00:00:00Z",
+                "to": "0001-01-01T01:00:00Z",
+                "interval": "minute",
+                "tz": "America/Adak",
+            },
+            "from",
+        ),
+        (
+            {
+                "from": "0001-01-01T00:00:00Z",
+                "to": "0001-01-02T00:00:00Z",
+                "interval": "hour",
+                "tz": "Asia/Kathmandu",
+            },
+            "from",
+        ),
     ],
 )
 def test_bad_parameters_are_422_naming_the_parameter(
@@ -180,3 +212,15 @@ def test_delete_needs_admin_and_removes_everything(
     ).json()
     assert body["type"] == "counter"
     assert body["points"] == [{"t": hour, "value": 1}]
+
+
+def test_a_point_late_in_its_minute_is_counted_in_that_minute(
+    client: TestClient, make_key: KeyMaker
+) -> None:
+    key = make_key()
+    minute = (int(time.time()) // 60 - 5) * 60
+    sent = {"metric": "late", "value": 7, "timestamp": minute + 59.9999}
+    assert client.post("/api/metrics/counter", json=sent, headers=bearer(key)).status_code == 202
+    params: dict[str, int | str] = {"from": minute, "to": minute + 60, "interval": "minute"}
+    body = client.get("/api/metrics/late", params=params, headers=bearer(key)).json()
+    assert body["points"] == [{"t": minute, "value": 7.0}]

@@ -46,9 +46,23 @@ HAS_NEGATIVE = 16
 
 
 def to_ms(t: float) -> float:
-    """A time as the writer keeps it, to the millisecond (see `rollup.Pending.of`): a
-    point at 59.9995 s past a minute is in the next minute."""
-    return round(t * 1000) / 1000
+    """A time as the writer keeps it, to the millisecond (see `rollup.Pending.of`),
+    never rounded into the next second."""
+    return min(round(t * 1000), math.floor(t) * 1000 + 999) / 1000
+
+
+def test_times_are_kept_to_the_millisecond_within_their_second() -> None:
+    minute = 1_700_000_040
+    sent = [minute + 59.9999, minute + 59.9995, minute + 0.1234, minute + 0.1236, minute - 1e-5]
+    kept = rollup.Pending.of([1] * len(sent), sent, [1.0] * len(sent)).time.tolist()
+    assert kept == [
+        minute + 59.999,
+        minute + 59.999,
+        minute + 0.123,
+        minute + 0.124,
+        minute - 0.001,
+    ]
+    assert [math.floor(t) for t in kept] == [math.floor(t) for t in sent]
 
 
 def reference_write(stored: dict[Key, Stored], write: Write) -> dict[Key, Stored]:
@@ -551,7 +565,7 @@ def test_encode_runs_of_a_write_per_metric_and_day(write: Write) -> None:
     got = blocks.encode_runs(points.time, points.value, starts, ends)
     by_run: defaultdict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
     for m, t, v in write:
-        ms = round(t * 1000) / 1000  # the writer keeps times to the millisecond
+        ms = to_ms(t)  # the writer keeps times to the millisecond
         by_run[(m, int(ms // 86400))].append((ms, v + 0.0))
     mids, ts = points.metric.tolist(), points.time.tolist()
     assert len(got) == len(by_run)
@@ -671,7 +685,7 @@ def test_points_sort_by_metric_time_and_value(write: Write) -> None:
         zip(points.metric.tolist(), points.time.tolist(), points.value.tolist(), strict=True)
     )
     assert got == sorted(got)
-    assert sorted(got) == sorted((m, round(t * 1000) / 1000, v) for m, t, v in write)
+    assert sorted(got) == sorted((m, to_ms(t), v) for m, t, v in write)
 
 
 def test_a_truncated_block_is_refused() -> None:
@@ -924,11 +938,11 @@ def test_points_sort_and_last_times(write: Write) -> None:
         zip(points.metric.tolist(), points.time.tolist(), points.value.tolist(), strict=True)
     )
     # Times to the millisecond, as raw blocks keep them.
-    assert rows_ == sorted((m, round(t * 1000) / 1000, v + 0.0) for m, t, v in write)
+    assert rows_ == sorted((m, to_ms(t), v + 0.0) for m, t, v in write)
     assert all(math.copysign(1.0, v) > 0 for _, _, v in rows_ if v == 0)  # -0.0 as 0.0
     last: dict[int, float] = {}
     for m, t, _ in write:
-        last[m] = max(round(t * 1000) / 1000, last.get(m, -math.inf))
+        last[m] = max(to_ms(t), last.get(m, -math.inf))
     got = points.last_times()
     assert got == last
     assert all(type(m) is int and type(t) is float for m, t in got.items())

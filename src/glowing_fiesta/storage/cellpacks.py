@@ -28,6 +28,7 @@ from itertools import repeat
 import numpy as np
 from numpy.typing import NDArray
 
+from glowing_fiesta.aggregate import bounded_sum
 from glowing_fiesta.model import Resolution
 from glowing_fiesta.rollup import Merged, Row, scatter
 from glowing_fiesta.rollup import Stored as Cell
@@ -82,7 +83,8 @@ def encode(
         *maxs,
         *map(len, summaries),
     )
-    return sum(counts), sum(sums), min(mins), max(maxs), head + b"".join(summaries)
+    total = bounded_sum(sum(sums))
+    return sum(counts), total, min(mins), max(maxs), head + b"".join(summaries)
 
 
 @functools.cache
@@ -197,7 +199,7 @@ def _packs(cells: Merged, width: int, stored: Mapping[tuple[int, int, int], Cell
             res,
             s,
             sum(count[p:q]),
-            sum(cells.sum[p:q]),
+            bounded_sum(sum(cells.sum[p:q])),
             min(cells.min[p:q]),
             max(cells.max[p:q]),
             pack,
