@@ -372,13 +372,28 @@ def test_rate_limit_rejections_are_in_the_service_metrics(
 # -- routes without a key -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/nope", "/api", "/api/nope", "/health/x", "/api/metric"])
+@pytest.mark.parametrize("path", ["/nope", "/health/x", "/apix"])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_unknown_routes_are_404_with_the_envelope(
     client: TestClient, method: str, path: str
 ) -> None:
     error = error_of(client.request(method, path), 404, "not_found")
     assert path in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/nope", "/api/metric"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_unknown_api_routes_need_a_key_and_count_against_its_limit(
+    client: TestClient, make_key: KeyMaker, method: str, path: str
+) -> None:
+    """SPEC §2: every request under /api is authenticated, a path that exists or not."""
+    error_of(client.request(method, path), 401, "unauthenticated")
+    key = make_key(rate_limit=2, scopes="read")  # any scope will do
+    r = client.request(method, path, headers=bearer(key))
+    assert path in error_of(r, 404, "not_found")["message"]
+    assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("2", "1")
+    client.request(method, path, headers=bearer(key))
+    error_of(client.request(method, path, headers=bearer(key)), 429, "rate_limited")
 
 
 def test_an_unknown_metric_is_404_with_the_envelope(client: TestClient, make_key: KeyMaker) -> None:
@@ -403,21 +418,26 @@ def test_an_unknown_metric_is_404_with_the_envelope(client: TestClient, make_key
     ],
 )
 def test_wrong_methods_are_405_with_the_envelope(
-    client: TestClient, method: str, path: str, allowed: str | None
+    client: TestClient, make_key: KeyMaker, method: str, path: str, allowed: str | None
 ) -> None:
-    r = client.request(method, path)
+    api = path.startswith("/api/")
+    if api:  # under /api, the key first (SPEC §2), whatever the method
+        error_of(client.request(method, path), 401, "unauthenticated")
+    key = make_key(scopes="write,read,admin")
+    r = client.request(method, path, headers=bearer(key) if api else None)
     if allowed is None:
         # GET and DELETE under /api/metrics/ name a metric, even "value" or "batch".
-        error_of(r, 401, "unauthenticated")
+        error_of(r, 404, "not_found")
         return
     error_of(r, 405, "method_not_allowed")
     assert allowed in r.headers["Allow"]
+    assert ("X-RateLimit-Limit" in r.headers) is api
 
 
 def test_allow_names_every_method_of_a_path_served_by_several_routes(
-    client: TestClient,
+    client: TestClient, make_key: KeyMaker
 ) -> None:
-    r = client.request("PUT", "/api/metrics/some-metric")
+    r = client.request("PUT", "/api/metrics/some-metric", headers=bearer(make_key()))
     error_of(r, 405, "method_not_allowed")
     assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "HEAD", "DELETE"}
 

@@ -91,8 +91,9 @@ class Authenticator:
             raise Unauthenticated("the API key has been revoked")
         return key
 
-    async def request(self, request: Request, scope: Scope) -> Principal:
-        """Authenticate an API request, count it against the key's limit, check the scope.
+    async def request(self, request: Request, scope: Scope | None) -> Principal:
+        """Authenticate an API request, count it against the key's limit, check the scope
+        (None: any key, for a path that serves nothing).
 
         The rate-limit headers are left on `request.state` so that every authenticated
         response carries them, errors included.
@@ -106,7 +107,7 @@ class Authenticator:
             raise RateLimited(
                 f"rate limit of {decision.limit} requests per minute exceeded", decision.reset
             )
-        if scope not in key.scopes:
+        if scope is not None and scope not in key.scopes:
             raise Forbidden(f"this key lacks the '{scope.value}' scope")
         return Principal(key, decision)
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
+from glowing_fiesta.api.services import services_of
 from glowing_fiesta.errors import (
     BadRequest,
     Forbidden,
@@ -73,18 +74,29 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101
+    if _under_api(request.url.path):
+        # SPEC §2: every request under /api is authenticated, and counted against its
+        # key's limit, a path that exists or not: no key is a 401 here, not a 404.
+        try:
+            await services_of(request).auth.request(request, None)
+        except GlowingFiestaError as refused:
+            return await on_domain_error(request, refused)
     if exc.status_code == 404:
         body = envelope("not_found", f"no route for {request.url.path}")
     elif exc.status_code == 405:
         body = envelope("method_not_allowed", f"{request.method} is not allowed here")
     else:  # pragma: no cover - Starlette raises only the two above for routing
         body = envelope("http_error", str(exc.detail))
-    headers = dict(exc.headers or {})
+    headers = {**getattr(request.state, "ratelimit_headers", {}), **(exc.headers or {})}
     if exc.status_code == 405:
         headers["Allow"] = ", ".join(_allowed_methods(request))
     return Response(
         body, status_code=exc.status_code, media_type="application/json", headers=headers
     )
+
+
+def _under_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
 
 
 def _allowed_methods(request: Request) -> list[str]:
