@@ -185,6 +185,10 @@ def test_list_metrics_pages_with_an_opaque_cursor(client: TestClient, make_key: 
         {"limit": 0},
         {"limit": 1001},
         {"limit": "ten"},
+        {"limit": " 5"},
+        {"limit": "+5"},
+        {"limit": "1_0"},
+        {"limit": "\u0663"},  # ARABIC-INDIC DIGIT THREE
         {"cursor": "%%%"},
     ]
     for bad in bad_params:

@@ -140,10 +140,10 @@ async def list_metrics(request: Request) -> Response:
     services = services_of(request)
     await services.auth.request(request, Scope.READ)
     raw_limit = request.query_params.get("limit") or "100"
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise _invalid("limit", f"must be a whole number (got {raw_limit!r})") from None
+    # ASCII digits only: int() also takes " 5", "+5", "1_0" and other scripts' digits.
+    if not (raw_limit.isascii() and raw_limit.isdigit()):
+        raise _invalid("limit", f"must be a whole number (got {raw_limit!r})")
+    limit = int(raw_limit)
     page, cursor = await services.query.list_metrics(
         request.query_params.get("prefix", ""), limit, request.query_params.get("cursor")
     )
