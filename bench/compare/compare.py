@@ -3,10 +3,14 @@
     .venv/bin/python bench/compare/compare.py [--points N] [--runs N] [--gf-json FILE]
                                               [--out FILE]
 
-Runs `glowing-fiesta bench` (embedded SQLite) unless --gf-json names a report it wrote,
-then each peer in turn (peers.py: fresh data dir and fresh server per run), and prints
-one table of the figures all three share, with Glowing Fiesta / peer ratios of medians.
-Everything, per-run figures included, also goes to --out as JSON.
+Runs the three in rounds: in each, one run of `glowing-fiesta bench` (embedded SQLite),
+then one of each peer (peers.py: fresh data dir and fresh server per run), never two at
+once. A drift in the machine's speed over the ~12 minutes then falls on every side
+alike, and each round gives a Glowing Fiesta / peer ratio of its own. With --gf-json
+(a report `glowing-fiesta bench` wrote) Glowing Fiesta is not run, and the peers run
+one after the other. Prints one table of the figures all three share, with the ratios
+of the medians (and of each round's pair, when run in rounds). Everything, per-run
+figures included, also goes to --out as JSON.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import peers
+
+from glowing_fiesta.bench.runner import Run, summarise
 
 GF = "glowing-fiesta"
 Summary = dict[str, dict[str, float]]
@@ -66,10 +72,37 @@ def cell(s: dict[str, float]) -> str:
 def ratio(gf: float, peer: float) -> str:
     if peer == 0 or math.isinf(peer) or math.isnan(peer) or math.isnan(gf):
         return "—" if gf == peer or math.isnan(gf) or math.isnan(peer) else "∞"
-    r = gf / peer
+    return _fmt_ratio(gf / peer)
+
+
+def _fmt_ratio(r: float) -> str:
     if r >= 100:
         return f"{r:,.0f}"
     return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
+
+
+def round_ratios(gf: dict[str, Any], peer: dict[str, Any], figure: str) -> list[float]:
+    """Glowing Fiesta ÷ peer for `figure` in each round both ran in (reports from
+    `rounds`); empty when they did not run in rounds or a round lacks the figure."""
+    if not (gf.get("rounds") and peer.get("rounds")):
+        return []
+    pairs = list(zip(gf["runs"], peer["runs"], strict=False))
+    out = []
+    for g, p in pairs:
+        a, b = g["figures"].get(figure), p["figures"].get(figure)
+        if a is None or b is None or b == 0 or not math.isfinite(a) or not math.isfinite(b):
+            return []
+        out.append(a / b)
+    return out
+
+
+def ratio_cell(gf: dict[str, Any], peer: dict[str, Any], figure: str) -> str:
+    """The ratio of the medians, then the spread of the rounds' own ratios."""
+    text = ratio(gf["summary"][figure]["median"], peer["summary"][figure]["median"])
+    rs = round_ratios(gf, peer, figure)
+    if len(rs) > 1:
+        text += f" ({_fmt_ratio(min(rs))} .. {_fmt_ratio(max(rs))})"
+    return text
 
 
 def markdown(gf: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
@@ -82,7 +115,8 @@ def markdown(gf: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
         label = LABELS.get(name, name)
         head += [f"{label} median (spread)", f"GF/{SHORT.get(name, label)}"]
     lines = [
-        "Ratios are Glowing Fiesta ÷ peer, of the medians; spread is (min .. max) over the runs. "
+        "Ratios are Glowing Fiesta ÷ peer, of the medians; spread is (min .. max) over the runs, "
+        "and after a ratio, over the rounds' own ratios (each round runs every side once). "
         "↑ higher is better (rates): a ratio above 1 means Glowing Fiesta is ahead. "
         "↓ lower is better (latencies in ms and s, bytes, MB, errors): a ratio below 1 "
         "means Glowing Fiesta is ahead. · the load client's own CPU, for context only.",
@@ -91,10 +125,9 @@ def markdown(gf: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
         "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
     ]
     for f in shared:
-        g = gf["summary"][f]
-        row = [f"{f} {ARROW[direction(f)]}", cell(g)]
-        for s in summaries.values():
-            row += [cell(s[f]), ratio(g["median"], s[f]["median"])]
+        row = [f"{f} {ARROW[direction(f)]}", cell(gf["summary"][f])]
+        for peer in others.values():
+            row += [cell(peer["summary"][f]), ratio_cell(gf, peer, f)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -144,6 +177,39 @@ def run_gf(points: int, runs: int, synchronous: str) -> dict[str, Any]:
         report: dict[str, Any] = json.loads(path.read_text())
     report["command"] = cmd
     return report
+
+
+def merge_gf(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One-run reports of `glowing-fiesta bench`, in round order, as one report."""
+    runs = [run for r in reports for run in r["runs"]]
+    env = dict(reports[0]["environment"])
+    env["options"] = {**env.get("options", {}), "runs": len(runs)}
+    env["load_average_after"] = reports[-1]["environment"].get("load_average_after")
+    return {
+        "environment": env,
+        "summary": summarise([Run(**run) for run in runs]),
+        "runs": runs,
+        "command": reports[0].get("command"),
+        "rounds": len(reports),
+    }
+
+
+def rounds(args: Args, opts: peers.Options) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`args.runs` rounds: Glowing Fiesta once, then each peer once."""
+    one = replace(opts, runs=1)
+    envs = {name: peers.environment(peers.PEERS[name], opts) for name in args.peers}
+    gf_reports: list[dict[str, Any]] = []
+    peer_runs: dict[str, list[Run]] = {name: [] for name in args.peers}
+    for i in range(args.runs):
+        print(f"[round {i + 1}/{args.runs}]", file=sys.stderr, flush=True)
+        gf_reports.append(run_gf(args.points, 1, args.synchronous))
+        for name in args.peers:
+            print(f"[{name}] round {i + 1}/{args.runs}", file=sys.stderr, flush=True)
+            peer_runs[name].append(peers.one_run(peers.PEERS[name], one))
+    others = {name: peers.report(envs[name], runs) for name, runs in peer_runs.items()}
+    for r in others.values():
+        r["rounds"] = args.runs
+    return merge_gf(gf_reports), others
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -222,13 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     peers.stop_on_sigterm()
     args = parse(argv)
     started = time.perf_counter()
+    opts = peers.Options(runs=args.runs, points=args.points)
     if args.gf_json is not None:
         gf = json.loads(args.gf_json.read_text())
         gf["source"] = str(args.gf_json)
+        others = {name: peers.run(peers.PEERS[name], opts) for name in args.peers}
     else:
-        gf = run_gf(args.points, args.runs, args.synchronous)
-    opts = peers.Options(runs=args.runs, points=args.points)
-    others = {name: peers.run(peers.PEERS[name], opts) for name in args.peers}
+        gf, others = rounds(args, opts)
     wall = time.perf_counter() - started
     versions = ", ".join(
         f"{LABELS.get(n, n)} {r['environment']['version']}" for n, r in others.items()
@@ -237,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"Glowing Fiesta {gf_env.get('glowing_fiesta', '?')} (embedded SQLite, "
         f"synchronous={gf_env.get('options', {}).get('synchronous', '?')}) vs {versions}; "
-        f"{sizes(gf_env.get('options', {}), args)}; {gf_env.get('machine', '')}; "
+        f"{sizes(gf_env.get('options', {}), args)}, "
+        f"{'in rounds' if gf.get('rounds') else 'one side after the other'}; "
+        f"{gf_env.get('machine', '')}; "
         f"wall time {wall / 60:.1f} min"
     )
     table = markdown(gf, others)

@@ -659,6 +659,11 @@ def run(peer_cls: type[Peer], opts: Options, progress: bool = True) -> dict[str,
         if progress:
             print(f"[{peer_cls.name}] run {i + 1}/{opts.runs}", file=sys.stderr, flush=True)
         runs.append(one_run(peer_cls, opts))
+    return report(env, runs)
+
+
+def report(env: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
+    """Runs made under `env` (from `environment`) as {environment, summary, runs}."""
     env["load_average_after"] = os.getloadavg()
     return {"environment": env, "summary": summarise(runs), "runs": [asdict(r) for r in runs]}
 
