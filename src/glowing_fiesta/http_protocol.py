@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol, sending each response's head and body in one write.
+"""uvicorn's httptools protocol, sending each response's head and body in one write,
+and the error envelope for a request that is not HTTP.
 
 uvicorn writes a response's status line and headers, then its body, with two
 `transport.write` calls; on an idle socket each is a send of its own, so every small
@@ -6,6 +7,10 @@ response (a 202 is ~200 bytes) costs two syscalls and two TCP segments. Measured
 single-point writes: `write` was 19% of `serve`'s event-loop thread. Here the head is
 held until the body's first write (or the end of the loop step, for a response with no
 body) and both go out together.
+
+A request the HTTP parser rejects (a bad `Content-Length`, a raw space in the path)
+never reaches the application: uvicorn answers it with a plain-text 400 of its own.
+Here it gets the JSON error envelope every other bad request gets (SPEC §2).
 """
 
 from __future__ import annotations
@@ -14,6 +19,14 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from glowing_fiesta.api.errors import envelope
+
+_NOT_HTTP = envelope(
+    "bad_request",
+    "the request is not valid HTTP/1.1 (its request line, headers or framing); "
+    "the connection is closed",
+)
 
 
 class _OneWrite:
@@ -55,3 +68,18 @@ class _OneWrite:
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_OneWrite(transport, asyncio.get_running_loop()))  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what its parser rejects (it has logged `msg`), as the
+        error envelope; the connection closes, as uvicorn's own answer closes it."""
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(_NOT_HTTP)).encode("ascii") + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + _NOT_HTTP)
+        self.transport.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -246,6 +247,33 @@ def test_keep_alive_pipelined_and_head_requests_get_whole_responses(server: Serv
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         sock.sendall(get)
         assert _responses(sock, 1)[0].endswith(b'{"status":"ok"}')
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /api/metrics/counter HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n",
+        b"GET /api/metrics/a b HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",  # TLS to the plain port
+    ],
+    ids=["bad-content-length", "space-in-path", "tls-hello"],
+)
+def test_a_request_that_is_not_http_gets_the_error_envelope(
+    server: Server, request_bytes: bytes
+) -> None:
+    """What the HTTP parser rejects never reaches the application: it still gets the
+    JSON envelope every other bad request gets, and the connection is closed."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 400 Bad Request"
+    assert b"content-type: application/json" in lines
+    assert b"connection: close" in lines
+    assert json.loads(body)["error"]["code"] == "bad_request"
 
 
 def test_a_client_gone_before_its_body_is_logged_without_a_traceback(
