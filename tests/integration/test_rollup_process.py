@@ -394,11 +394,13 @@ def test_a_rollup_that_fails_keeps_its_writes_and_is_tried_again(settings: Setti
                 )
             await components.queue.put(sent)
             await asyncio.sleep(0.6)  # the rollup process tried, and failed
-            # A query goes ahead without the cells it cannot have (the stored cell only),
-            # within seconds: `serve` stops waiting for rollups that do not progress.
+            # A query goes ahead without the cells it cannot have (the stored cell only):
+            # `serve` stops waiting for rollups that do not progress (after 1.5 s), where
+            # it would otherwise wait for ever. The bound is loose: a slow machine took
+            # 8.9 s here once (two failed rollups, each logged with its traceback).
             started = time.monotonic()
             assert await day_count(storage, "broken") == 1
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 20
             onlooker = SqlStorage(settings.database_url)
             try:
                 assert await onlooker.count_points() == 1  # only "ok": nothing half-written
@@ -479,6 +481,6 @@ def test_past_the_backlog_limit_failing_rollups_refuse_writes_and_lose_nothing(
     # The journal took writes up to the limit (600 points of "broken" in it), not more.
     assert ROLLUP_LIMIT // 1000 - 1 <= held < batches
     assert refused > 0
-    assert answered < 10
+    assert answered < 20  # loose, as in the test above: "still answered", not how fast
     assert bulk == batches * 1000
     assert broken == 600
