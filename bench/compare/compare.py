@@ -5,7 +5,7 @@
 
 Runs the three in rounds: in each, one run of `glowing-fiesta bench` (embedded SQLite),
 then one of each peer (peers.py: fresh data dir and fresh server per run), never two at
-once. A drift in the machine's speed over the ~12 minutes then falls on every side
+once. A drift in the machine's speed over the ~14 minutes then falls on every side
 alike, and each round gives a Glowing Fiesta / peer ratio of its own. With --gf-json
 (a report `glowing-fiesta bench` wrote) Glowing Fiesta is not run, and the peers run
 one after the other. Prints one table of the figures all three share, with the ratios
@@ -84,11 +84,10 @@ def _fmt_ratio(r: float) -> str:
 def round_ratios(gf: dict[str, Any], peer: dict[str, Any], figure: str) -> list[float]:
     """Glowing Fiesta ÷ peer for `figure` in each round both ran in (reports from
     `rounds`); empty when they did not run in rounds or a round lacks the figure."""
-    if not (gf.get("rounds") and peer.get("rounds")):
+    if not (gf.get("rounds") and peer.get("rounds")) or len(gf["runs"]) != len(peer["runs"]):
         return []
-    pairs = list(zip(gf["runs"], peer["runs"], strict=False))
     out = []
-    for g, p in pairs:
+    for g, p in zip(gf["runs"], peer["runs"], strict=True):
         a, b = g["figures"].get(figure), p["figures"].get(figure)
         if a is None or b is None or b == 0 or not math.isfinite(a) or not math.isfinite(b):
             return []
