@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
+from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.types import Scope as AsgiScope
 
 from glowing_fiesta.auth import keys
 from glowing_fiesta.auth.ratelimit import Decision, RateLimiter
@@ -92,16 +94,22 @@ class Authenticator:
         return key
 
     async def request(self, request: Request, scope: Scope | None) -> Principal:
+        """`admit` for a Starlette request."""
+        return await self.admit(request.scope, request.headers, scope)
+
+    async def admit(
+        self, asgi_scope: AsgiScope, headers: Headers, scope: Scope | None
+    ) -> Principal:
         """Authenticate an API request, count it against the key's limit, check the scope
         (None: any key, for a path that serves nothing).
 
-        The rate-limit headers are left on `request.state` so that every authenticated
-        response carries them, errors included.
+        The rate-limit headers are left in the request's state (`request.state` to
+        Starlette) so that every authenticated response carries them, errors included.
         """
-        key = await self.verify(token_from(request.headers))
+        key = await self.verify(token_from(headers))
         decision = await self.limiter.hit(key.prefix, key.rate_limit or self.default_limit)
         self._touched[key.id] = time.time()
-        request.state.ratelimit_headers = ratelimit_headers(decision)
+        asgi_scope.setdefault("state", {})["ratelimit_headers"] = ratelimit_headers(decision)
         if not decision.allowed:
             self.telemetry.rate_limited.inc()
             raise RateLimited(
