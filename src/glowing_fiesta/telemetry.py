@@ -123,9 +123,6 @@ class Telemetry:
         """Count acknowledged points by type (one increment per type, not per point),
         from the batch's columns, tallied in C: a generator reading each point's
         `type.value` was ~10% of `serve`'s event loop under bulk ingest."""
-        if len(batch) == 1:  # single writes are held as a point: no columns, no tally
-            self._points_of(batch.points[0].type).inc()
-            return
         columns = batch.columns
         kinds = columns.kinds
         if len(kinds) == 1:  # one metric: no tally

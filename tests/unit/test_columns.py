@@ -32,6 +32,22 @@ def test_columns_keep_every_point_in_order_with_its_name_type_time_and_value() -
     assert value.tolist() == [p.value for p in POINTS]
 
 
+def test_one_point_s_columns_are_those_of_a_list_of_it() -> None:
+    # Single writes build their columns with `one`; the writer stacks them with the
+    # columns of batches built with `of`, byte for byte.
+    for point in POINTS:
+        assert PointColumns.one(point) == PointColumns.of([point])
+    singles = [
+        Columns.of(WriteItem(PointBatch(f"s{i}", columns=PointColumns.one(p)), dedupe=False))
+        for i, p in enumerate(POINTS)
+    ]
+    ids = {"signups": 7, "latency ms": 9, "é ünïcode": 2}
+    metric, time, value = stacked(singles, ids)
+    assert metric.tolist() == [ids[p.metric] for p in POINTS]
+    assert time.tolist() == [p.timestamp for p in POINTS]
+    assert value.tolist() == [p.value for p in POINTS]
+
+
 def test_batches_stacked_keep_each_point_with_its_own_batch_s_metric() -> None:
     # Each batch numbers its names from 0: the second's "signups" is its name 1.
     first = Columns.of(WriteItem(PointBatch("b1", POINTS[:2])))

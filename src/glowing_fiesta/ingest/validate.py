@@ -269,7 +269,7 @@ def decode_single(
     checked = _check_fields(fields, mtype, rules, now, None)
     if isinstance(checked, list):
         raise ValidationError(checked[0].message, checked)
-    return PointBatch(new_batch_id(), [checked])
+    return PointBatch(new_batch_id(), columns=PointColumns.one(checked))
 
 
 def decode_batch(body: bytes, rules: Rules, now: float | None = None) -> PointBatch:
