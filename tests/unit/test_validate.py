@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -306,6 +307,25 @@ def test_bodies_that_are_not_a_json_object_are_400(raw: bytes, mtype: MetricType
     with pytest.raises(BadRequest) as info:
         decode_single(raw, mtype, RULES, now=NOW)
     assert info.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (rb'{"metric": "a\ud800b"}', "\\ud800 is half of a UTF-16 surrogate pair"),
+        (rb'{"metric": "a\\\uDBFF"}', "\\uDBFF is half of a UTF-16 surrogate pair"),
+        # an escaped backslash and the letters "ud800": not an escape, the body is cut off
+        (rb'{"metric": "a\\ud800', "Input data was truncated"),
+        (rb'{"metric": "ab', "Input data was truncated"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_named_not_called_truncation(raw: bytes, says: str) -> None:
+    for decode in (
+        lambda: decode_single(raw, VALUE, RULES, now=NOW),
+        lambda: decode_batch(b'{"points": [' + raw + b"]}", RULES, now=NOW),
+    ):
+        with pytest.raises(BadRequest, match=re.escape(says)):
+            decode()
 
 
 def test_unknown_fields_are_ignored() -> None:

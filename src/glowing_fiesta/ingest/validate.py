@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import secrets
 import time
 import unicodedata
@@ -235,11 +236,28 @@ def _shape_error(expected: str) -> BadRequest:
     return BadRequest(f"the body must be a JSON object {expected}")
 
 
+# The \\uXXXX escape of a UTF-16 high surrogate that no \\u escape follows (an escaped
+# backslash before it is not an escape): msgspec calls that "Input data was truncated".
+_LONE_HIGH_SURROGATE = re.compile(rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u)")
+
+
+def _not_json(body: bytes, exc: msgspec.DecodeError) -> BadRequest:
+    """400 for a body msgspec cannot parse, saying why."""
+    if str(exc) == "Input data was truncated":
+        lone = _LONE_HIGH_SURROGATE.search(body)
+        if lone is not None:
+            return BadRequest(
+                f"the body is not valid JSON: {lone.group(1).decode('ascii')} is half of "
+                "a UTF-16 surrogate pair, not a character"
+            )
+    return BadRequest(f"the body is not valid JSON: {exc}")
+
+
 def _generic(body: bytes) -> Any:
     try:
         return _generic_decoder.decode(body)
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        raise _not_json(body, exc) from None
     except RecursionError:
         raise BadRequest(_TOO_DEEP) from None
 
@@ -263,7 +281,7 @@ def decode_single(
             raise _shape_error('like {"metric": "signups", "value": 1}') from None
         fields = {k: raw.get(k, _MISSING) for k in ("metric", "value", "timestamp")}
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        raise _not_json(body, exc) from None
     except RecursionError:
         raise BadRequest(_TOO_DEEP) from None
     checked = _check_fields(fields, mtype, rules, now, None)
@@ -280,7 +298,7 @@ def decode_batch(body: bytes, rules: Rules, now: float | None = None) -> PointBa
     except msgspec.ValidationError:
         return _decode_batch_slow(body, rules, now)
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        raise _not_json(body, exc) from None
     except RecursionError:
         raise BadRequest(_TOO_DEEP) from None
     _check_count(len(parsed.points), rules)
