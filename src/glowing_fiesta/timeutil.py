@@ -154,6 +154,12 @@ def _in_range(seconds: float) -> float:
 # tzdata name, and it excludes ".", "..", absolute paths and NUL before the filesystem is
 # consulted.
 _ZONE_NAME_RE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+# Files of the system's zoneinfo that are not IANA zone names: "localtime" is whatever
+# zone the server is set to, "posixrules" a default for POSIX TZ strings, and the
+# "right/" copies count leap seconds, which Unix time does not (their hours start ~27 s
+# off), with "posix/" copies beside them.
+_NOT_ZONES = frozenset({"localtime", "posixrules"})
+_NOT_ZONE_DIRS = ("right/", "posix/")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -161,10 +167,17 @@ def zone(name: str) -> ZoneInfo:
     """Return the IANA zone called `name` ("Europe/Berlin", "UTC", "Etc/GMT+5").
 
     Raises `ValueError("unknown time zone 'name'")` for a name that is not a zone,
-    including empty names, absolute paths, names with "." or ".." segments and directory
-    names such as "America". Results are cached; failures are not.
+    including empty names, absolute paths, names with "." or ".." segments, directory
+    names such as "America", and the system's aliases that are not zones ("localtime").
+    Results are cached; failures are not.
     """
-    if not isinstance(name, str) or len(name) > 255 or not _ZONE_NAME_RE.fullmatch(name):
+    if (
+        not isinstance(name, str)
+        or len(name) > 255
+        or not _ZONE_NAME_RE.fullmatch(name)
+        or name in _NOT_ZONES
+        or name.startswith(_NOT_ZONE_DIRS)
+    ):
         raise ValueError(f"unknown time zone {name!r}")
     try:
         return ZoneInfo(name)
