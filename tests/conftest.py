@@ -12,10 +12,17 @@ from starlette.testclient import TestClient
 
 from glowing_fiesta.auth import keys as tokens
 from glowing_fiesta.bootstrap import create_app_from
+from glowing_fiesta.logs import configure
 from glowing_fiesta.model import Scope
 from glowing_fiesta.settings import Settings
 from glowing_fiesta.storage import migrate
 from glowing_fiesta.storage.sql import SqlStorage
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The service's own logging, as `serve` configures it, for the in-process tests too:
+    # structlog's defaults print a failure's traceback with every frame's locals.
+    configure("INFO", "console")
 
 
 @pytest.fixture
