@@ -60,7 +60,7 @@ class Cell:
     @classmethod
     def of(cls, values: Sequence[float]) -> Cell:
         """The cell of a non-empty list of values, with what percentiles need."""
-        cell = cls(len(values), sum(values), min(values), max(values))
+        cell = cls(len(values), bounded_sum(sum(values)), min(values), max(values))
         if len(values) <= SMALL:
             cell.values = list(values)
         else:
@@ -92,9 +92,11 @@ class Cell:
         return (self.sketch or Sketch()).to_bytes()
 
     def merge(self, other: Cell) -> None:
-        """Fold `other` into this cell. Percentile data merges when both sides carry it."""
+        """Fold `other` into this cell. Percentile data merges when both sides carry it.
+        The sum is bounded as a stored cell's is: a query's bucket merged from cells, or
+        from raw points at the range's edges, answers what one stored cell would."""
         self.count += other.count
-        self.sum += other.sum
+        self.sum = bounded_sum(self.sum + other.sum)
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
         if other.values is not None:

@@ -228,3 +228,47 @@ def test_a_point_late_in_its_minute_is_counted_in_that_minute(
     params: dict[str, int | str] = {"from": minute, "to": minute + 60, "interval": "minute"}
     body = client.get("/api/metrics/late", params=params, headers=bearer(key)).json()
     assert body["points"] == [{"t": minute, "value": 7.0}]
+
+
+def test_a_sum_past_the_largest_double_is_the_largest_however_the_bucket_is_made(
+    client: TestClient, make_key: KeyMaker
+) -> None:
+    """Stored cells keep such a sum as the largest double (docs/api.md); a bucket
+    merged at query time from two hour cells, or from raw points at a range's edge,
+    answers the same, not infinity (`null` in JSON, `inf` in CSV)."""
+    key = make_key()
+    huge = 1.7976931348623157e308
+    day = (int(time.time()) // 86400 - 2) * 86400
+    points = [
+        {"metric": "big", "type": "value", "value": 1e308, "timestamp": day + 10},
+        {"metric": "big", "type": "value", "value": 1e308, "timestamp": day + 3610},
+        {"metric": "big", "type": "value", "value": -1e308, "timestamp": day + 7210},
+        {"metric": "big", "type": "value", "value": -1e308, "timestamp": day + 7220},
+    ]
+    r = client.post("/api/metrics/batch", json={"points": points}, headers=bearer(key))
+    assert r.status_code == 202
+
+    def answer(params: dict[str, int | str]) -> list[float | None]:
+        body = client.get("/api/metrics/big", params=params, headers=bearer(key)).json()
+        return [p["value"] for p in body["points"]]
+
+    # A day of two hour cells (the range is not whole days), and the same in a zone.
+    assert answer({"from": day, "to": day + 7200, "interval": "day", "agg": "sum"}) == [huge]
+    in_zone: dict[str, int | str] = {
+        "from": day,
+        "to": day + 7200,
+        "interval": "day",
+        "tz": "Asia/Kathmandu",
+    }
+    assert answer({**in_zone, "agg": "sum"}) == [huge]
+    assert answer({**in_zone, "agg": "avg"}) == [huge / 2]
+    # Two raw points at the edge of a range that starts inside their minute.
+    edge: dict[str, int | str] = {"from": day + 7205, "to": day + 7260, "interval": "minute"}
+    assert answer({**edge, "agg": "sum"}) == [-huge]
+    r = client.get(
+        "/api/metrics/big",
+        params={"from": day, "to": day + 7200, "interval": "day", "format": "csv"},
+        headers=bearer(key),
+    )
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [float(row["value"]) for row in rows] == [huge / 2]
