@@ -133,6 +133,36 @@ def test_a_query_sees_every_write_acknowledged_before_it(settings: Settings, poi
     assert asyncio.run(scenario()) == [points, 2 * points, 3 * points]
 
 
+def test_a_query_sees_writes_another_serve_process_acknowledged(settings: Settings) -> None:
+    """`serve --workers 2`: a client's read may reach the other process than its write
+    did, whether or not that process runs the rollup process, and sees the write."""
+
+    async def scenario() -> list[int]:
+        first, second = ServeRuntime(build(settings)), ServeRuntime(build(settings))
+        await first.start()
+        await second.start()
+        try:
+            await rollup_pid(first.components.storage)  # the first runs the rollup process
+            await first.components.queue.put(batch("rw", points=5))
+            storages = []
+            for runtime in (first, second):
+                storage = runtime.components.storage
+                assert isinstance(storage, SqlStorage)
+                await day_count(storage, "rw")  # nothing of its own waits to be rolled up
+                storages.append(storage)
+            seen = []
+            for writer, reader in [(1, 0), (0, 1)] * 2:
+                await (first, second)[writer].components.queue.put(batch("rw", points=5))
+                seen.append(await day_count(storages[reader], "rw"))
+                await day_count(storages[writer], "rw")  # its own write rolled up
+        finally:
+            await second.stop()
+            await first.stop()
+        return seen
+
+    assert asyncio.run(scenario()) == [10, 15, 20, 25]
+
+
 @pytest.mark.parametrize("points", [1, 600])
 def test_cells_are_written_without_being_asked(settings: Settings, points: int) -> None:
     async def scenario() -> int:
