@@ -125,13 +125,13 @@ class JournalWriter:
         Every write acknowledged so far by any `serve` process on the file: under
         `--workers N` the read may reach another process than its write did."""
         storage = self._storage
-        # The journal's end (3.7 µs) is past the mark only when another process wrote:
-        # this one's own writes set `_dirty`.
-        if not self._dirty and storage.journal_end() <= storage.rolled_up_to:
-            return
-        async with self._guard:
+        async with self._guard:  # the journal's connection is the writer thread's too
             try:
                 target = storage.journal_end()
+                # Past the mark with nothing of this process's waiting (`_dirty`): another
+                # process's writes. Reading the end costs 3.7 µs.
+                if not self._dirty and target <= storage.rolled_up_to:
+                    return
                 if storage.rolled_up_to < target and self._roller.hurry():
                     await self._wait(lambda: storage.rolled_up_to >= target)
                 if storage.rolled_up_to < target:
