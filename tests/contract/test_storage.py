@@ -312,11 +312,31 @@ def test_old_batch_claims_are_forgotten_in_chunks(store: SqlStorage) -> None:
 
 def test_ensure_metrics_creates_once_and_keeps_existing_types(store: SqlStorage) -> None:
     run(store.apply([WriteItem(batch(("old", C, 1, T0)))]))
-    made = run(store.ensure_metrics({"old": V, "new": V}))
+    made = run(store.ensure_metrics({"old": C, "new": V}))
     assert {n: m.type for n, m in made.items()} == {"old": C, "new": V}
     again = run(store.ensure_metrics({"new": C}))
     assert again["new"] == made["new"]  # same row, same stat key, type kept
     assert run(store.ensure_metrics({})) == {}
+
+
+def test_ensure_metrics_creates_none_when_one_has_the_other_type(store: SqlStorage) -> None:
+    """All or none: a write refused for one metric's type leaves no other behind."""
+    run(store.apply([WriteItem(batch(("old", C, 1, T0)))]))
+    found = run(store.ensure_metrics({"old": V, "a": V, "z": C}))
+    assert {n: m.type for n, m in found.items()} == {"old": C}
+    assert run(store.get_metrics(["a", "z"])) == {}
+    assert set(run(store.ensure_metrics({"a": V, "z": C}))) == {"a", "z"}  # still usable
+
+
+def test_forget_unwritten_metrics_keeps_those_with_points(store: SqlStorage) -> None:
+    run(store.ensure_metrics({"empty": C, "used": C}))
+    run(store.apply([WriteItem(batch(("used", C, 1, T0)))]))
+    run(store.forget_unwritten_metrics(["empty", "used", "unknown"]))
+    assert set(run(store.get_metrics(["empty", "used"]))) == {"used"}
+    m = run(store.get_metric("used"))
+    assert m is not None
+    assert run(store.count_points(m.id)) == 1
+    run(store.forget_unwritten_metrics([]))
 
 
 def test_reads_that_fail_midway_do_not_hide_later_writes(store: SqlStorage) -> None:

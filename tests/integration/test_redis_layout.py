@@ -56,6 +56,22 @@ def test_accepts_into_the_stream_and_checks_types_at_request_time(
         assert r.status_code == 409
         listed = client.get("/api/metrics", headers=bearer(key)).json()["metrics"]
         assert {m["name"]: m["type"] for m in listed} == {"orders": "counter", "fresh": "value"}
+        # A refused batch creates none of its new metrics (SPEC §2): not even those
+        # before the conflicting point.
+        refused = client.post(
+            "/api/metrics/batch",
+            json={
+                "points": [
+                    {"metric": "brand_new", "type": "counter"},
+                    {"metric": "fresh", "type": "counter"},
+                ]
+            },
+            headers=bearer(key),
+        )
+        assert refused.status_code == 409
+        assert refused.json()["error"]["details"][0]["index"] == 1
+        listed = client.get("/api/metrics", headers=bearer(key)).json()["metrics"]
+        assert {m["name"]: m["type"] for m in listed} == {"orders": "counter", "fresh": "value"}
         ready = client.get("/ready")
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
@@ -97,6 +113,12 @@ def test_redis_down_means_503_with_retry_after_and_not_ready(
             assert r.status_code == 503
             assert r.json()["error"]["code"] == "unavailable"
             assert int(r.headers["Retry-After"]) >= 1
+            # Nothing of a refused write stays: the metric created for it neither, so a
+            # first write of the other type later is not refused.
+            r = client.post("/api/metrics/counter", json={"metric": "new"}, headers=bearer(key))
+            assert r.status_code == 503
+            listed = client.get("/api/metrics", headers=bearer(key)).json()["metrics"]
+            assert [m["name"] for m in listed] == ["x"]
             ready = client.get("/ready")
             assert ready.status_code == 503
             assert ready.json()["checks"]["database"] == "ok"

@@ -42,10 +42,18 @@ class IngestEndpoint:
         batch = self._decode(
             await read_limited(headers, receive, services.max_body_bytes), services.rules
         )
-        if services.type_guard is not None:
-            await services.type_guard.check(batch)
-        # Returns only once the batch is durable (committed, or persisted by the broker).
-        await services.queue.put(batch)
+        guard = services.type_guard
+        if guard is None:
+            # Returns only once the batch is durable (committed, or persisted by the broker).
+            await services.queue.put(batch)
+        else:
+            created = await guard.check(batch)
+            try:
+                await services.queue.put(batch)
+            except Exception:
+                if created:  # a refused write leaves nothing behind, its new metrics neither
+                    await guard.forget(created)
+                raise
         services.telemetry.count_points(batch)
         body = encode_accepted(len(batch))
         raw = [

@@ -8,15 +8,24 @@ layout, instead of both getting 202 and a worker dropping one. Types never chang
 a metric exists, so known types are cached for `ttl` seconds (the cache only errs after
 a DELETE, for at most `ttl`; the writer then rejects the batch and logs
 `queue_batch_dropped`).
+
+A refused write creates nothing (SPEC §2): a batch that conflicts with a stored metric
+is refused before any of its new metrics is created, their creation is all or none,
+and the metrics created for a batch the queue then did not take are deleted again
+(`forget`) while no point was written to them.
 """
 
 from __future__ import annotations
 
 import time
 
+import structlog
+
 from glowing_fiesta.errors import Detail, TypeConflict
-from glowing_fiesta.model import MetricType, PointBatch
+from glowing_fiesta.model import Metric, MetricType, PointBatch
 from glowing_fiesta.storage.base import Storage
+
+log = structlog.get_logger(__name__)
 
 
 class TypeGuard:
@@ -25,20 +34,47 @@ class TypeGuard:
         self.ttl = ttl
         self._known: dict[str, tuple[float, MetricType]] = {}
 
-    async def check(self, batch: PointBatch) -> None:
+    async def check(self, batch: PointBatch) -> list[str]:
+        """Refuse the batch (TypeConflict) unless every point's type is its metric's;
+        the names of the metrics created for it (or by a first write of the same type
+        at the same moment), for `forget` if it is not queued."""
         now = time.monotonic()
         names = {p.metric for p in batch.points}
         stale = [n for n in names if n not in self._known or now - self._known[n][0] > self.ttl]
+        created: list[str] = []
         if stale:
             found = await self.storage.get_metrics(stale)
+            self._remember(found, now)
             missing = {p.metric: p.type for p in batch.points if p.metric not in found}
-            if missing:
-                found.update(await self.storage.ensure_metrics(missing))
-            if len(self._known) > 100_000:
-                self._known.clear()
-            for name, metric in found.items():
-                self._known[name] = (now, metric.type)
-        details = [
+            if missing and not self._conflicts(batch):
+                made = await self.storage.ensure_metrics(missing)
+                self._remember(made, now)
+                created = [n for n, m in made.items() if m.type is missing[n]]
+        details = self._conflicts(batch)
+        if details:
+            # Lost a race to a first write of the other type: ensure_metrics created none.
+            raise TypeConflict(details[0].message, details)
+        return created
+
+    async def forget(self, created: list[str]) -> None:
+        """Delete the metrics `check` created for a batch that was not queued, unless a
+        point was written to them meanwhile (another batch's, queued after this one's
+        check: its writer creates the metric again, with the same type)."""
+        for name in created:
+            self._known.pop(name, None)
+        try:
+            await self.storage.forget_unwritten_metrics(created)
+        except Exception:  # the write's own error is the answer; the metrics stay
+            log.exception("new_metrics_not_forgotten", metrics=created[:10])
+
+    def _remember(self, found: dict[str, Metric], now: float) -> None:
+        if len(self._known) > 100_000:
+            self._known.clear()
+        for name, metric in found.items():
+            self._known[name] = (now, metric.type)
+
+    def _conflicts(self, batch: PointBatch) -> list[Detail]:
+        return [
             Detail(
                 f"metric {p.metric!r} is a {known[1].value}, not a {p.type.value}",
                 field="metric",
@@ -47,5 +83,3 @@ class TypeGuard:
             for i, p in enumerate(batch.points)
             if (known := self._known.get(p.metric)) is not None and known[1] is not p.type
         ]
-        if details:
-            raise TypeConflict(details[0].message, details)

@@ -829,7 +829,29 @@ class SqlStorage:
     async def ensure_metrics(self, types: dict[str, MetricType]) -> dict[str, Metric]:
         if not types:
             return {}
-        return await self._write(lambda conn: self._create_metrics(conn, types, time.time()))
+
+        def run(conn: Connection) -> dict[str, Metric]:
+            made = self._create_metrics(conn, types, time.time())
+            if any(m.type is not types[name] for name, m in made.items()):
+                raise _CreatedNone  # rolls back the others: a refused write creates none
+            return made
+
+        try:
+            return await self._write(run)
+        except _CreatedNone:
+            return await self.get_metrics(types)
+
+    async def forget_unwritten_metrics(self, names: Collection[str]) -> None:
+        def run(conn: Connection) -> None:
+            for chunk in _chunks(sorted(names)):
+                conn.execute(
+                    delete(metrics).where(
+                        metrics.c.name.in_(chunk), metrics.c.last_point_at.is_(None)
+                    )
+                )
+
+        if names:
+            await self._write(run)
 
     async def get_metric_by_stat_key(self, stat_key: str) -> Metric | None:
         def run(conn: Connection) -> Metric | None:
@@ -1161,6 +1183,10 @@ def _points(
     time, value = time[keep], value[keep]
     order = np.lexsort((value, time))
     return list(zip(time[order].tolist(), value[order].tolist(), strict=True))
+
+
+class _CreatedNone(Exception):
+    """`ensure_metrics` found one of its metrics stored with the other type."""
 
 
 def _discarding_on_error(conn: Connection, fn: Callable[[Connection], T]) -> T:
