@@ -207,7 +207,8 @@ def keys() -> None:
 )
 @click.option(
     "--rate-limit",
-    type=click.IntRange(1),
+    # The column is a 32-bit INTEGER on PostgreSQL and MariaDB: one bound on every engine.
+    type=click.IntRange(1, 2**31 - 1),
     default=None,
     help="Requests per minute (default: GF_RATE_LIMIT_PER_MINUTE).",
 )

@@ -173,11 +173,17 @@ def test_rate_limit_is_stored_and_listed(env: dict[str, str], url: str) -> None:
     assert "6000" in rows["default"]  # GF_RATE_LIMIT_PER_MINUTE's default
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "ten", "1.5"])
+@pytest.mark.parametrize("limit", ["0", "-1", "ten", "1.5", "2147483648", "9" * 30])
 def test_a_bad_rate_limit_is_refused(env: dict[str, str], db_file: Path, limit: str) -> None:
     done = fails(env, "keys", "create", "k", "--rate-limit", limit)
     assert "--rate-limit" in done.stderr
     assert not db_file.exists() or stored_keys(f"sqlite:///{db_file}") == {}
+    assert "Traceback" not in done.stderr
+
+
+def test_the_largest_rate_limit_is_stored(env: dict[str, str], url: str) -> None:
+    create(env, "fast", "--rate-limit", "2147483647")
+    assert stored_keys(url)["fast"].rate_limit == 2147483647
 
 
 # -- keys list / revoke ---------------------------------------------------------------
