@@ -11,6 +11,12 @@ body) and both go out together.
 A request the HTTP parser rejects (a bad `Content-Length`, a raw space in the path)
 never reaches the application: uvicorn answers it with a plain-text 400 of its own.
 Here it gets the JSON error envelope every other bad request gets (SPEC §2).
+
+httptools sets no bound on a request's head: it holds a header line of any length until
+it ends, so one client without a key could make `serve` hold hundreds of megabytes
+(2.5 times what it sent) and keep its loop busy for seconds. Here a head longer than
+`MAX_HEAD_BYTES` gets the envelope's 400 and the connection is closed, as uvicorn's
+h11 protocol does past its 16 KiB.
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ _NOT_HTTP = envelope(
     "bad_request",
     "the request is not valid HTTP/1.1 (its request line, headers or framing); "
     "the connection is closed",
+)
+# The request line and headers together; the longest a client of this API needs is a
+# query's URL, well under this.
+MAX_HEAD_BYTES = 64 * 1024
+_HEAD_TOO_LONG = envelope(
+    "bad_request",
+    f"the request line and headers are over {MAX_HEAD_BYTES:,} bytes; the connection is closed",
 )
 
 
@@ -66,20 +79,42 @@ class _OneWrite:
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
+    # Bytes received while a request's head is not complete; None while its body comes.
+    _head_bytes: int | None = 0
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_OneWrite(transport, asyncio.get_running_loop()))  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self.logger.warning("Request head over %d bytes.", MAX_HEAD_BYTES)
+                self._refuse(_HEAD_TOO_LONG)
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = 0  # the next request's head, on a kept-alive connection
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what its parser rejects (it has logged `msg`), as the
         error envelope; the connection closes, as uvicorn's own answer closes it."""
+        self._refuse(_NOT_HTTP)
+
+    def _refuse(self, body: bytes) -> None:
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         head += [
             name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
         ]
         head += [
             b"content-type: application/json\r\n",
-            b"content-length: " + str(len(_NOT_HTTP)).encode("ascii") + b"\r\n",
+            b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
             b"connection: close\r\n\r\n",
         ]
-        self.transport.write(b"".join(head) + _NOT_HTTP)
+        self.transport.write(b"".join(head) + body)
         self.transport.close()

@@ -276,6 +276,28 @@ def test_a_request_that_is_not_http_gets_the_error_envelope(
     assert json.loads(body)["error"]["code"] == "bad_request"
 
 
+def test_a_request_head_past_the_bound_is_refused_before_it_ends(server: Server) -> None:
+    """httptools alone holds a header of any length until it ends (a client without a
+    key could fill the server's memory): past 64 KiB of request line and headers the
+    client gets the envelope's 400 and the connection closes, though the head has not
+    ended; a long head under the bound is served."""
+    from glowing_fiesta.http_protocol import MAX_HEAD_BYTES
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        # All of it read by the server (nothing left unread to reset the connection).
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Long: " + b"a" * MAX_HEAD_BYTES)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 400 Bad Request"
+    assert b"connection: close" in lines
+    assert "over 65,536 bytes" in json.loads(body)["error"]["message"]
+    long_but_fine = {"X-Long": "a" * (MAX_HEAD_BYTES // 2)}
+    assert httpx.get(f"{server.url}/health", headers=long_but_fine).status_code == 200
+
+
 def test_a_client_gone_before_its_body_is_logged_without_a_traceback(
     server: Server, gf_env: dict[str, str]
 ) -> None:
