@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Iterator
 
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from tests.conftest import KeyMaker, bearer
 
@@ -208,3 +211,69 @@ def test_names_round_trip_through_the_encoded_path(client: TestClient, make_key:
         assert r.status_code == 200, (name, r.text)
         assert r.json()["metric"] == name.strip()
         assert r.json()["points"] == [{"t": t, "value": 1}]
+
+
+def test_a_request_cancelled_before_it_takes_effect_is_answered_503(
+    client: TestClient, make_key: KeyMaker
+) -> None:
+    """uvicorn cancels the requests still running when its graceful shutdown ends: one
+    whose body is still arriving gets the envelope's 503 with Retry-After (nothing of
+    it was stored; it may be sent again), not uvicorn's plain-text 500."""
+    key = make_key()
+    sent: list[Message] = []
+
+    async def scenario() -> None:
+        waiting = asyncio.Event()
+
+        async def receive() -> Message:
+            if not waiting.is_set():
+                waiting.set()
+                return {"type": "http.request", "body": b'{"metric": "sl', "more_body": True}
+            await asyncio.Event().wait()  # the rest of the body never comes
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/api/metrics/counter",
+            "raw_path": b"/api/metrics/counter",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"authorization", f"Bearer {key}".encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", b"100"),
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
+
+        async def request() -> None:
+            await client.app(scope, receive, send)
+
+        task = asyncio.create_task(request())
+        await waiting.wait()
+        await asyncio.sleep(0.05)  # the endpoint waits in receive()
+        task.cancel()
+        await task  # answered, not re-raised: uvicorn has nothing left to do
+
+    assert client.portal is not None  # the app's own loop, its writer running
+    client.portal.call(scenario)
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 503
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    assert headers["content-type"] == "application/json"
+    assert int(headers["retry-after"]) >= 1
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["error"] == {"code": "unavailable", "message": "the service is shutting down"}
+    stored = client.get("/api/series", params={"metric": "sl"}, headers=bearer(key))
+    assert stored.status_code == 404  # nothing of it was stored
+    counted = 'gf_http_requests_total{route="post_counter",status="503"} 1.0'
+    assert counted in client.get("/metrics").text

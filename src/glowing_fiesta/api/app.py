@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -14,9 +16,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glowing_fiesta.api import errors, routes_ingest, routes_query, routes_service
+from glowing_fiesta.api.errors import COMMITTING, error_response
 from glowing_fiesta.api.services import Services
-from glowing_fiesta.errors import GlowingFiestaError
+from glowing_fiesta.errors import GlowingFiestaError, Unavailable
 from glowing_fiesta.telemetry import Telemetry
+
+log = structlog.get_logger(__name__)
+_STOPPING = Unavailable("the service is shutting down", 1)
 
 
 class Lifecycle(Protocol):
@@ -29,7 +35,15 @@ class Lifecycle(Protocol):
 
 
 class RequestTelemetry:
-    """Pure ASGI middleware: count requests by route and status, time them."""
+    """Pure ASGI middleware: count requests by route and status, time them; and answer
+    a request cancelled before its response began with the envelope's 503.
+
+    uvicorn cancels the requests still running when its graceful shutdown ends (10 s
+    after SIGTERM), such as one whose body is still arriving, and answers them with a
+    plain-text 500 of its own. One cancelled before it could take effect (`COMMITTING`)
+    stored nothing: the client may send it again (SPEC §2: 503, Retry-After). One
+    cancelled after (its batch queued, and written at the drain, or not) keeps
+    uvicorn's 500: its outcome is not known."""
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
         self.app = app
@@ -40,7 +54,7 @@ class RequestTelemetry:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = 0  # no response begun
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -50,7 +64,14 @@ class RequestTelemetry:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:
+            if status or scope["state"].get(COMMITTING):
+                raise
+            status = 503
+            log.warning("request_cancelled", reason="the server is stopping")
+            await error_response(_STOPPING, {"Connection": "close"})(scope, receive, send)
         finally:
+            status = status or 500
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", "unmatched")
             self.telemetry.request_done(route, status, time.perf_counter() - started)

@@ -27,6 +27,11 @@ from glowing_fiesta.errors import (
 
 log = structlog.get_logger(__name__)
 
+# Set in a request's ASGI state once it may take effect whatever becomes of the request
+# (a batch handed to the queue, a deletion begun): cancelled after that, its outcome is
+# unknown, and it is not answered "retry" (`app.RequestTelemetry`).
+COMMITTING = "gf_committing"
+
 STATUS: dict[type[GlowingFiestaError], int] = {
     BadRequest: 400,
     Unauthenticated: 401,

@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from glowing_fiesta.api.body import read_limited, require_json
+from glowing_fiesta.api.errors import COMMITTING
 from glowing_fiesta.api.services import Services
 from glowing_fiesta.ingest.validate import Rules, decode_batch, decode_single, encode_accepted
 from glowing_fiesta.model import MetricType, PointBatch
@@ -43,6 +44,7 @@ class IngestEndpoint:
             await read_limited(headers, receive, services.max_body_bytes), services.rules
         )
         guard = services.type_guard
+        scope["state"][COMMITTING] = True
         if guard is None:
             # Returns only once the batch is durable (committed, or persisted by the broker).
             await services.queue.put(batch)

@@ -12,6 +12,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from glowing_fiesta.api.errors import COMMITTING
 from glowing_fiesta.api.services import services_of
 from glowing_fiesta.errors import Detail, ValidationError
 from glowing_fiesta.model import Agg, Fill, Interval, Metric, Scope
@@ -160,5 +161,6 @@ async def list_metrics(request: Request) -> Response:
 async def delete_metric(request: Request) -> Response:
     services = services_of(request)
     await services.auth.request(request, Scope.ADMIN)
+    setattr(request.state, COMMITTING, True)
     await services.query.delete(request.path_params["metric"])
     return Response(status_code=204, headers=request.state.ratelimit_headers)
