@@ -81,13 +81,17 @@ class _OneWrite:
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     # Bytes received while a request's head is not complete; None while its body comes.
     _head_bytes: int | None = 0
+    # Heads and messages completed: a chunk in which one completed holds bytes of a
+    # body or of a head that ended, and is not counted (at most one read's worth).
+    _ends = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_OneWrite(transport, asyncio.get_running_loop()))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
+        ends = self._ends
         super().data_received(data)
-        if self._head_bytes is not None:
+        if self._head_bytes is not None and self._ends == ends:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self.logger.warning("Request head over %d bytes.", MAX_HEAD_BYTES)
@@ -95,10 +99,12 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        self._ends += 1
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._head_bytes = 0  # the next request's head, on a kept-alive connection
+        self._ends += 1
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:

@@ -298,6 +298,36 @@ def test_a_request_head_past_the_bound_is_refused_before_it_ends(server: Server)
     assert httpx.get(f"{server.url}/health", headers=long_but_fine).status_code == 200
 
 
+def test_bodies_past_the_head_bound_pipelined_on_one_connection_are_accepted(
+    server: Server, gf_env: dict[str, str]
+) -> None:
+    """The head bound counts a request's line and headers only: several batches of
+    ~250 KB each, pipelined in one send on a kept-alive connection, are all taken."""
+    from glowing_fiesta.http_protocol import MAX_HEAD_BYTES
+
+    key = cli(gf_env, "keys", "create", "big").stdout.strip()
+    name = "b" * 240
+    body = json.dumps({"points": [{"metric": name, "type": "counter"}] * 1000}).encode()
+    assert len(body) > 3 * MAX_HEAD_BYTES
+    request = (
+        b"POST /api/metrics/batch HTTP/1.1\r\nHost: t\r\n"
+        b"Authorization: Bearer " + key.encode() + b"\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request * 3)
+        answers = _responses(sock, 3)
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 202 Accepted"] * 3
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        r = http.get(
+            f"/api/metrics/{name}",
+            params={"agg": "count", "interval": "day"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert sum(p["value"] for p in r.json()["points"]) == 3000
+
+
 def test_a_client_gone_before_its_body_is_logged_without_a_traceback(
     server: Server, gf_env: dict[str, str]
 ) -> None:
