@@ -103,7 +103,7 @@ def build(settings: Settings) -> Components:
         rules=rules,
         max_body_bytes=settings.max_body_bytes,
         readiness=readiness,
-        type_guard=TypeGuard(storage) if settings.redis_url else None,
+        type_guard=TypeGuard(storage, queue) if settings.redis_url else None,
     )
     writer = Writer(queue, storage, telemetry, max_points=settings.writer_max_points)
     retention = Retention(

@@ -328,17 +328,6 @@ def test_ensure_metrics_creates_none_when_one_has_the_other_type(store: SqlStora
     assert set(run(store.ensure_metrics({"a": V, "z": C}))) == {"a", "z"}  # still usable
 
 
-def test_forget_unwritten_metrics_keeps_those_with_points(store: SqlStorage) -> None:
-    run(store.ensure_metrics({"empty": C, "used": C}))
-    run(store.apply([WriteItem(batch(("used", C, 1, T0)))]))
-    run(store.forget_unwritten_metrics(["empty", "used", "unknown"]))
-    assert set(run(store.get_metrics(["empty", "used"]))) == {"used"}
-    m = run(store.get_metric("used"))
-    assert m is not None
-    assert run(store.count_points(m.id)) == 1
-    run(store.forget_unwritten_metrics([]))
-
-
 def test_reads_that_fail_midway_do_not_hide_later_writes(store: SqlStorage) -> None:
     """A read that raises with its result half read must not leave its connection, pooled
     again, on an old snapshot (SQLite: an unfinished statement pins one)."""

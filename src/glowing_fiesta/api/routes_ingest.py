@@ -43,19 +43,11 @@ class IngestEndpoint:
         batch = self._decode(
             await read_limited(headers, receive, services.max_body_bytes), services.rules
         )
-        guard = services.type_guard
         scope["state"][COMMITTING] = True
-        if guard is None:
-            # Returns only once the batch is durable (committed, or persisted by the broker).
-            await services.queue.put(batch)
-        else:
-            created = await guard.check(batch)
-            try:
-                await services.queue.put(batch)
-            except Exception:
-                if created:  # a refused write leaves nothing behind, its new metrics neither
-                    await guard.forget(created)
-                raise
+        if services.type_guard is not None:
+            await services.type_guard.check(batch)
+        # Returns only once the batch is durable (committed, or persisted by the broker).
+        await services.queue.put(batch)
         services.telemetry.count_points(batch)
         body = encode_accepted(len(batch))
         raw = [

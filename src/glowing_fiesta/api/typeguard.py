@@ -11,61 +11,47 @@ a DELETE, for at most `ttl`; the writer then rejects the batch and logs
 
 A refused write creates nothing (SPEC §2): a batch that conflicts with a stored metric
 is refused before any of its new metrics is created, their creation is all or none,
-and the metrics created for a batch the queue then did not take are deleted again
-(`forget`) while no point was written to them.
+and it waits for the queue to answer (Redis down: 503 with nothing created). Metrics
+are never deleted here to undo a write: a batch of another request, queued for the
+same new name meanwhile, could be written under the deleted id and lost. So a write
+whose `XADD` fails after its new metrics were created (Redis gone in between, or the
+stream full) leaves them, empty, with their types.
 """
 
 from __future__ import annotations
 
 import time
 
-import structlog
-
 from glowing_fiesta.errors import Detail, TypeConflict
 from glowing_fiesta.model import Metric, MetricType, PointBatch
+from glowing_fiesta.queue.base import Queue
 from glowing_fiesta.storage.base import Storage
-
-log = structlog.get_logger(__name__)
 
 
 class TypeGuard:
-    def __init__(self, storage: Storage, ttl: float = 10.0) -> None:
+    def __init__(self, storage: Storage, queue: Queue, ttl: float = 10.0) -> None:
         self.storage = storage
+        self.queue = queue
         self.ttl = ttl
         self._known: dict[str, tuple[float, MetricType]] = {}
 
-    async def check(self, batch: PointBatch) -> list[str]:
-        """Refuse the batch (TypeConflict) unless every point's type is its metric's;
-        the names of the metrics created for it (or by a first write of the same type
-        at the same moment), for `forget` if it is not queued."""
+    async def check(self, batch: PointBatch) -> None:
+        """Refuse the batch (TypeConflict) unless every point's type is its metric's,
+        creating the metrics it is the first write of."""
         now = time.monotonic()
         names = {p.metric for p in batch.points}
         stale = [n for n in names if n not in self._known or now - self._known[n][0] > self.ttl]
-        created: list[str] = []
         if stale:
             found = await self.storage.get_metrics(stale)
             self._remember(found, now)
             missing = {p.metric: p.type for p in batch.points if p.metric not in found}
             if missing and not self._conflicts(batch):
-                made = await self.storage.ensure_metrics(missing)
-                self._remember(made, now)
-                created = [n for n, m in made.items() if m.type is missing[n]]
+                await self.queue.ping()  # Unavailable (503) before anything is created
+                self._remember(await self.storage.ensure_metrics(missing), now)
         details = self._conflicts(batch)
         if details:
             # Lost a race to a first write of the other type: ensure_metrics created none.
             raise TypeConflict(details[0].message, details)
-        return created
-
-    async def forget(self, created: list[str]) -> None:
-        """Delete the metrics `check` created for a batch that was not queued, unless a
-        point was written to them meanwhile (another batch's, queued after this one's
-        check: its writer creates the metric again, with the same type)."""
-        for name in created:
-            self._known.pop(name, None)
-        try:
-            await self.storage.forget_unwritten_metrics(created)
-        except Exception:  # the write's own error is the answer; the metrics stay
-            log.exception("new_metrics_not_forgotten", metrics=created[:10])
 
     def _remember(self, found: dict[str, Metric], now: float) -> None:
         if len(self._known) > 100_000:

@@ -64,11 +64,6 @@ class Storage(Protocol):
         none when one of them exists with the other type. Return those that exist
         now, as stored (an existing metric keeps its own type)."""
 
-    async def forget_unwritten_metrics(self, names: Collection[str]) -> None:
-        """Delete those of the named metrics that no point was written to: created by
-        `ensure_metrics` for a write that was then not queued. A batch queued meanwhile
-        for one of them loses nothing: its writer creates the metric again."""
-
     async def get_metric_by_stat_key(self, stat_key: str) -> Metric | None: ...
 
     async def list_metrics(self, prefix: str, after: str | None, limit: int) -> list[Metric]:

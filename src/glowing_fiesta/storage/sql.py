@@ -841,18 +841,6 @@ class SqlStorage:
         except _CreatedNone:
             return await self.get_metrics(types)
 
-    async def forget_unwritten_metrics(self, names: Collection[str]) -> None:
-        def run(conn: Connection) -> None:
-            for chunk in _chunks(sorted(names)):
-                conn.execute(
-                    delete(metrics).where(
-                        metrics.c.name.in_(chunk), metrics.c.last_point_at.is_(None)
-                    )
-                )
-
-        if names:
-            await self._write(run)
-
     async def get_metric_by_stat_key(self, stat_key: str) -> Metric | None:
         def run(conn: Connection) -> Metric | None:
             row = conn.execute(select(metrics).where(metrics.c.stat_key == stat_key)).first()
