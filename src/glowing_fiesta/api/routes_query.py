@@ -69,14 +69,14 @@ def _series_query(request: Request, metric: str) -> tuple[SeriesQuery, str]:
     return query, fmt
 
 
+_EXACT = float(2**53)
+
+
 def _number(x: float) -> float | int:
     """Whole numbers without ".0" (counts, sums of counters), up to 2**53, where every
     integer is still a double: past it `int` would print a double's hundreds of
     digits (1.8e308 has 309) for a precision it does not have."""
     return int(x) if x.is_integer() and -_EXACT <= x <= _EXACT else x
-
-
-_EXACT = float(2**53)
 
 
 class _Point(msgspec.Struct, gc=False):
