@@ -142,12 +142,19 @@ def test_backpressure_when_the_stream_is_full(redis_target: tuple[str, str]) -> 
     async def scenario() -> None:
         async with started(RedisQueue(url, prefix=prefix, max_entries=2)) as q:
             await q.put(batch())
+            await q.check_room(3)
             await q.put(batch())
+            # Asked before a put (the type guard asks before it creates metrics), the
+            # queue says what the put would meet.
+            with pytest.raises(Unavailable) as full:
+                await q.check_room(3)
+            assert "full" in full.value.message
             with pytest.raises(Unavailable) as refused:
                 await q.put(batch())
             assert refused.value.retry_after >= 1
             taken = await q.claim(10_000, 1.0)
             await q.ack(taken, [None] * len(taken))
+            await q.check_room(3)
             await q.put(batch())  # room again
 
     asyncio.run(scenario())
@@ -188,6 +195,8 @@ def test_redis_down_is_unavailable_not_a_crash() -> None:
         q = RedisQueue("redis://127.0.0.1:1/0", prefix="nowhere")
         with pytest.raises(Unavailable):
             await q.ping()
+        with pytest.raises(Unavailable):
+            await q.check_room(1)
         with pytest.raises(Unavailable):
             await q.put(batch())
         assert await q.claim(1000, 0.01) == []

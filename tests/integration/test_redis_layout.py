@@ -98,6 +98,24 @@ def test_metrics_show_the_streams_depth_whichever_process_answers(
         assert "gf_queue_depth 3.0" in scraped.get("/metrics").text.splitlines()
 
 
+def test_a_full_stream_means_503_and_no_new_metric(
+    redis_settings: Settings, make_key: KeyMaker
+) -> None:
+    key = make_key()
+    full = redis_settings.model_copy(update={"queue_max_batches": 1})
+    with TestClient(create_app_from(full)) as client:
+        ok = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
+        assert ok.status_code == 202  # the stream now holds its one batch: no worker
+        r = client.post(
+            "/api/metrics/value", json={"metric": "new", "value": 1}, headers=bearer(key)
+        )
+        assert r.status_code == 503
+        assert "full" in r.json()["error"]["message"]
+        # The refused first write fixed no type: `new` is not there to refuse a counter.
+        listed = client.get("/api/metrics", headers=bearer(key)).json()["metrics"]
+        assert [m["name"] for m in listed] == ["x"]
+
+
 def test_redis_down_means_503_with_retry_after_and_not_ready(
     settings: Settings, make_key: KeyMaker
 ) -> None:

@@ -69,6 +69,8 @@ def test_backpressure_refuses_instead_of_growing() -> None:
         queue = InlineQueue(max_points=2)
         waiting = [asyncio.create_task(queue.put(one("bp", 0))) for _ in range(2)]
         await asyncio.sleep(0)
+        with pytest.raises(Unavailable):
+            await queue.check_room(1)
         with pytest.raises(Unavailable) as refused:
             await queue.put(one("bp", 0))
         assert refused.value.retry_after >= 1
@@ -77,6 +79,7 @@ def test_backpressure_refuses_instead_of_growing() -> None:
         await queue.ack(claimed, [None] * len(claimed))
         await asyncio.gather(*waiting)
         assert queue.depth() == 0
+        await queue.check_room(2)
         assert await queue.claim(max_points=10, timeout=0.01) == []
 
     asyncio.run(scenario())

@@ -11,11 +11,12 @@ a DELETE, for at most `ttl`; the writer then rejects the batch and logs
 
 A refused write creates nothing (SPEC §2): a batch that conflicts with a stored metric
 is refused before any of its new metrics is created, their creation is all or none,
-and it waits for the queue to answer (Redis down: 503 with nothing created). Metrics
-are never deleted here to undo a write: a batch of another request, queued for the
-same new name meanwhile, could be written under the deleted id and lost. So a write
-whose `XADD` fails after its new metrics were created (Redis gone in between, or the
-stream full) leaves them, empty, with their types.
+and it waits for the queue to say it would take the batch (Redis down or the stream
+full: 503 with nothing created). Metrics are never deleted here to undo a write: a
+batch of another request, queued for the same new name meanwhile, could be written
+under the deleted id and lost. So a write whose `XADD` fails after its new metrics were
+created (Redis gone in the moment between, or the stream filled by other requests in
+that moment) leaves them, empty, with their types.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class TypeGuard:
             self._remember(found, now)
             missing = {p.metric: p.type for p in batch.points if p.metric not in found}
             if missing and not self._conflicts(batch):
-                await self.queue.ping()  # Unavailable (503) before anything is created
+                # Unavailable (503) before anything is created: Redis down, stream full.
+                await self.queue.check_room(len(batch))
                 self._remember(await self.storage.ensure_metrics(missing), now)
         details = self._conflicts(batch)
         if details:

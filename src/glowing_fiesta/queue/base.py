@@ -37,6 +37,10 @@ class Queue(Protocol):
     async def ping(self) -> None:
         """Raise `Unavailable` unless the queue answers now."""
 
+    async def check_room(self, points: int) -> None:
+        """Raise `Unavailable` unless a `put` of `points` points made now would be taken:
+        the queue answers and is not full (a `put` may still fail after this)."""
+
     async def put(self, batch: PointBatch) -> None: ...
 
     async def claim(self, max_points: int, timeout: float) -> list[Delivery]: ...

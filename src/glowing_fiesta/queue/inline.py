@@ -36,11 +36,18 @@ class InlineQueue:
         if self._closed:
             raise Unavailable("the queue is shut down", 1)
 
-    async def put(self, batch: PointBatch) -> None:
+    async def check_room(self, points: int) -> None:
+        self._check_room(points)
+
+    def _check_room(self, points: int) -> None:
+        # Plain, not a coroutine: `put` runs it on every single write.
         if self._closed:
             raise Unavailable("the service is shutting down", 1)
-        if self._points + len(batch) > self._max_points:
+        if self._points + points > self._max_points:
             raise Unavailable("the writer is behind; retry shortly", 1)
+
+    async def put(self, batch: PointBatch) -> None:
+        self._check_room(len(batch))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieve)
         self._items.append(Delivery(batch, token=done))

@@ -87,14 +87,20 @@ class RedisQueue:
         except RedisError as exc:
             raise Unavailable(f"redis does not answer: {exc}", 2) from exc
 
-    async def put(self, batch: PointBatch) -> None:
+    async def check_room(self, points: int) -> None:
         try:
             depth = await self._redis.xlen(self.stream)
-            self._depth = depth
-            if depth >= self.max_entries:
-                raise Unavailable(
-                    f"the write queue is full ({depth:,} batches waiting); retry shortly", 2
-                )
+        except RedisError as exc:
+            raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
+        self._depth = depth
+        if depth >= self.max_entries:
+            raise Unavailable(
+                f"the write queue is full ({depth:,} batches waiting); retry shortly", 2
+            )
+
+    async def put(self, batch: PointBatch) -> None:
+        await self.check_room(len(batch))
+        try:
             await self._redis.xadd(self.stream, {_FIELD: codec.encode(batch)})
         except RedisError as exc:
             raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
