@@ -185,12 +185,25 @@ def default_fill(mtype: MetricType) -> Fill:
     return Fill.ZERO if mtype is MetricType.COUNTER else Fill.NULL
 
 
+def metric_name(raw: str) -> str:
+    """The name a query means (trimmed as a write's is), or a 422 on `metric` when
+    nothing is left: no metric can have that name."""
+    name = trim(raw)
+    if not name:
+        raise ValidationError(
+            "metric is required (a name that is not only white space)",
+            [Detail("is required (a name that is not only white space)", field="metric")],
+        )
+    return name
+
+
 class QueryService:
     def __init__(self, storage: Storage, max_buckets: int = MAX_BUCKETS) -> None:
         self.storage = storage
         self.max_buckets = max_buckets
 
     async def series(self, q: SeriesQuery) -> Series:
+        name = metric_name(q.metric)
         if q.start >= q.end:
             raise ValidationError(
                 "'from' must be earlier than 'to'",
@@ -225,10 +238,10 @@ class QueryService:
         # known before the metric's type is, and one round trip reads everything.
         need_sketch = q.agg is not None and q.agg.quantile is not None
         metric, reads = await self.storage.read_series(
-            trim(q.metric), [(s.res, s.start, s.end) for s in spans], sketches=need_sketch
+            name, [(s.res, s.start, s.end) for s in spans], sketches=need_sketch
         )
         if metric is None:
-            raise NotFound(f"no metric named {trim(q.metric)!r}")
+            raise NotFound(f"no metric named {name!r}")
         agg = q.agg or default_agg(metric.type)
         fill = q.fill or default_fill(metric.type)
 
@@ -258,8 +271,9 @@ class QueryService:
         return page, next_cursor
 
     async def delete(self, name: str) -> None:
-        if not await self.storage.delete_metric(trim(name)):
-            raise NotFound(f"no metric named {trim(name)!r}")
+        name = metric_name(name)
+        if not await self.storage.delete_metric(name):
+            raise NotFound(f"no metric named {name!r}")
 
 
 def encode_cursor(name: str) -> str:

@@ -145,6 +145,8 @@ def test_bearer_and_x_api_key_both_work(client: TestClient, make_key: KeyMaker) 
     for headers in (
         {"Authorization": f"Bearer {key}"},
         {"Authorization": f"bearer {key}"},
+        {"Authorization": f"Bearer\t{key}"},
+        {"Authorization": f"  Bearer   {key} "},
         {"X-API-Key": key},
         {"X-API-Key": f"  {key}  "},
         {"Authorization": "Basic dXNlcjpwYXNz", "X-API-Key": key},
@@ -508,11 +510,36 @@ def test_openapi_document(client: TestClient) -> None:
     for path in ("/api/metrics/counter", "/api/metrics/value", "/api/metrics/batch"):
         assert "post" in paths[path], path
     assert {"/api/metrics", "/api/series"} <= set(paths)
-    # Every reference points at a schema the document defines.
-    schemas = doc["components"]["schemas"]
-    refs = set(re.findall(r'"\$ref":\s*"#/components/schemas/([^"]+)"', r.text))
+    # Every reference points at a component the document defines.
+    refs = set(re.findall(r'"\$ref":\s*"#/components/([^/]+)/([^"]+)"', r.text))
     assert refs
-    assert refs <= set(schemas)
+    for section, name in refs:
+        assert name in doc["components"][section], (section, name)
+
+
+def test_openapi_describes_what_the_server_does(client: TestClient, make_key: KeyMaker) -> None:
+    doc = client.get("/openapi.json").json()
+    key = make_key()
+    # The key in either header the document names.
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    post = doc["paths"]["/api/metrics/counter"]["post"]
+    assert {name for option in post["security"] for name in option} == {"bearer", "apiKey"}
+    r = client.post("/api/metrics/counter", json={"metric": "c"}, headers={"X-API-Key": key})
+    assert r.status_code == 202
+    sent = set(post["responses"]["202"]["headers"])
+    assert {h for h in r.headers if h.startswith("x-ratelimit")} == {h.lower() for h in sent}
+    # A series as CSV is one of the 200's declared media types.
+    r = client.get("/api/series", params={"metric": "c", "format": "csv"}, headers=bearer(key))
+    series = doc["paths"]["/api/series"]["get"]["responses"]["200"]["content"]
+    assert r.headers["content-type"].split(";")[0] in series
+    # A wrong method is a 405 the document lists; a 429 declares its Retry-After.
+    r = client.put("/api/metrics/counter", headers=bearer(key))
+    assert r.status_code == 405
+    assert "405" in post["responses"]
+    assert "Retry-After" in post["responses"]["429"]["headers"]
+    points = doc["components"]["schemas"]["BatchIn"]["properties"]["points"]
+    assert (points["minItems"], points["maxItems"]) == (1, 1000)
 
 
 @pytest.mark.parametrize("path", ["/health", "/ready", "/metrics", "/openapi.json"])

@@ -70,6 +70,33 @@ def test_accept_text_csv_selects_csv(client: TestClient, loaded: tuple[str, int]
     ]
 
 
+@pytest.mark.parametrize(
+    ("accept", "csv_expected"),
+    [
+        ("TEXT/CSV", True),  # media types are case-insensitive
+        ("application/json;q=0.5, text/csv", True),
+        ("text/csv, application/json", True),
+        ("application/json, text/csv;q=0", False),  # q=0: not acceptable
+        ("text/csv;q=0.5, application/json", False),
+        ("text/csv;q=0.5, */*", False),
+        ("text/csv;q=oops", False),
+        ("text/csvx", False),
+        ("*/*", False),
+    ],
+)
+def test_the_accept_header_is_read_with_its_preferences(
+    client: TestClient, loaded: tuple[str, int], accept: str, csv_expected: bool
+) -> None:
+    key, hour = loaded
+    r = client.get(
+        "/api/metrics/hits",
+        params={"from": hour, "to": hour + 7200},
+        headers={**bearer(key), "Accept": accept},
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv" if csv_expected else "application/json")
+
+
 def test_json_shape(client: TestClient, loaded: tuple[str, int]) -> None:
     key, hour = loaded
     body = client.get(
@@ -154,6 +181,27 @@ def test_unknown_metric_is_404(client: TestClient, loaded: tuple[str, int]) -> N
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "not_found"
     assert client.get("/api/series", headers=bearer(key)).status_code == 422
+
+
+def test_a_name_of_only_white_space_is_a_422_on_metric_everywhere(
+    client: TestClient, loaded: tuple[str, int]
+) -> None:
+    """No metric can be named so (names are trimmed, 1-255 characters): a 422 that
+    says so, on every route that takes a name, not a 404 for the name ''."""
+    key, _ = loaded
+    for method, url, params in [
+        ("GET", "/api/metrics/%20%20", {}),
+        ("GET", "/api/metrics/", {}),
+        ("GET", "/api/series", {"metric": " \t"}),
+        ("GET", "/api/series", {"metric": ""}),
+        ("DELETE", "/api/metrics/%20", {}),
+        ("DELETE", "/api/metrics/", {}),
+    ]:
+        r = client.request(method, url, params=params, headers=bearer(key))
+        assert r.status_code == 422, (method, url, params)
+        assert r.json()["error"]["details"][0]["field"] == "metric"
+    # The names around it still resolve, trimmed.
+    assert client.get("/api/metrics/%20lat%20", headers=bearer(key)).status_code == 200
 
 
 def test_list_metrics_pages_with_an_opaque_cursor(client: TestClient, make_key: KeyMaker) -> None:

@@ -31,9 +31,10 @@ def token_from(headers: Mapping[str, str]) -> str | None:
     """The key from `Authorization: Bearer …` or `X-API-Key`."""
     auth = headers.get("authorization")
     if auth:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+        # Split at any white space: a tab after `Bearer` is still a key sent.
+        parts = auth.split(None, 1)
+        if len(parts) == 2 and parts[0].lower() == "bearer":
+            return parts[1].strip()
     api_key = headers.get("x-api-key")
     return api_key.strip() if api_key else None
 

@@ -64,13 +64,39 @@ def _json(name: str) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": _ref(name)}}}
 
 
+# Every authenticated response carries the key's rate-limit headers, errors included
+# (SPEC §2.4); a 401 has no key to count against.
+_RATE_LIMIT_HEADERS = {
+    name: {"$ref": f"#/components/headers/{name}"}
+    for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+}
+_RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+_HEADERS = {
+    "X-RateLimit-Limit": "Requests the key may make per minute",
+    "X-RateLimit-Remaining": "Requests left in the current minute",
+    "X-RateLimit-Reset": "Whole seconds until the count resets",
+    "Retry-After": "Whole seconds to wait before trying again (at least 1)",
+    "WWW-Authenticate": "`Bearer`: the scheme a key is sent with",
+}
+
+
+def _error(status: int, description: str) -> dict[str, Any]:
+    headers: dict[str, Any] = dict(_RATE_LIMIT_HEADERS)
+    if status == 401:
+        headers = {"WWW-Authenticate": {"$ref": "#/components/headers/WWW-Authenticate"}}
+    if status in (429, 503):
+        headers |= _RETRY_AFTER
+    return {"description": description, "headers": headers, **_json("ErrorEnvelope")}
+
+
 _ERRORS = {
-    str(s): {"description": d, **_json("ErrorEnvelope")}
+    str(s): _error(s, d)
     for s, d in [
         (400, "Not JSON, or not the expected shape"),
         (401, "No key, unknown or revoked key"),
         (403, "The key lacks the scope"),
         (404, "Unknown metric or route"),
+        (405, "The path does not take this method; Allow names those it takes"),
         (409, "Type conflict"),
         (413, "Body or batch too large"),
         (415, "Not application/json"),
@@ -79,6 +105,13 @@ _ERRORS = {
         (503, "Unavailable; Retry-After set"),
     ]
 }
+# `Authorization: Bearer <key>` or `X-API-Key: <key>`, either one.
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+
+
+def _ok(description: str, content: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "headers": dict(_RATE_LIMIT_HEADERS), **(content or {})}
+
 
 _QUERY_PARAMS = [
     {"name": n, "in": "query", "required": False, "schema": s, "description": d}
@@ -106,10 +139,10 @@ def _post(summary: str, schema: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
-            "security": [{"bearer": []}],
+            "security": _SECURITY,
             "requestBody": {"required": True, **_json(schema)},
             "responses": {
-                "202": {"description": "Durably accepted", **_json("Accepted")},
+                "202": _ok("Durably accepted", _json("Accepted")),
                 **_ERRORS,
             },
         }
@@ -122,24 +155,37 @@ def document() -> bytes:
         [CounterIn, ValueIn, BatchIn, Accepted, ErrorEnvelope, SeriesOut, MetricList],
         ref_template="#/components/schemas/{name}",
     )
+    # Checked on decoding, as a 422 (none) or a 413 (over 1,000), not by the schema type.
+    components["BatchIn"]["properties"]["points"] |= {"minItems": 1, "maxItems": 1000}
+    series_content = {
+        "content": {
+            "application/json": {"schema": _ref("SeriesOut")},
+            # `format=csv`, or an Accept header that prefers text/csv.
+            "text/csv": {"schema": {"type": "string", "description": "`t,value` rows"}},
+        }
+    }
     series_get = {
         "summary": "Aggregated series",
-        "security": [{"bearer": []}],
+        "security": _SECURITY,
         "parameters": _QUERY_PARAMS,
-        "responses": {
-            "200": {
-                "description": "The series",
-                **_json("SeriesOut"),
-            },
-            **_ERRORS,
-        },
+        "responses": {"200": _ok("The series", series_content), **_ERRORS},
     }
     doc = {
         "openapi": "3.1.0",
         "info": {"title": "Glowing Fiesta", "version": __version__},
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+            "headers": {
+                name: {
+                    "description": d,
+                    "schema": {"type": "string" if name == "WWW-Authenticate" else "integer"},
+                }
+                for name, d in _HEADERS.items()
+            },
         },
         "paths": {
             "/api/metrics/counter": _post("Record a counter", "CounterIn"),
@@ -148,7 +194,7 @@ def document() -> bytes:
             "/api/metrics": {
                 "get": {
                     "summary": "List metrics",
-                    "security": [{"bearer": []}],
+                    "security": _SECURITY,
                     "parameters": [
                         {"name": "prefix", "in": "query", "schema": {"type": "string"}},
                         {
@@ -159,7 +205,7 @@ def document() -> bytes:
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     ],
                     "responses": {
-                        "200": {"description": "A page", **_json("MetricList")},
+                        "200": _ok("A page", _json("MetricList")),
                         **_ERRORS,
                     },
                 }
@@ -171,8 +217,8 @@ def document() -> bytes:
                 "get": series_get,
                 "delete": {
                     "summary": "Delete a metric and its data",
-                    "security": [{"bearer": []}],
-                    "responses": {"204": {"description": "Deleted"}, **_ERRORS},
+                    "security": _SECURITY,
+                    "responses": {"204": _ok("Deleted"), **_ERRORS},
                 },
             },
             "/api/series": {

@@ -48,13 +48,38 @@ def _time(request: Request, name: str, default: float) -> float:
         raise _invalid(name, str(exc)) from None
 
 
+def _quality(accept: str, *ranges: str) -> float:
+    """The q an Accept header gives the first of `ranges` it names (most specific
+    first), 0 if it names none."""
+    named: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        named.setdefault(media.strip().lower(), q)
+    return next((named[r] for r in ranges if r in named), 0.0)
+
+
+def prefers_csv(accept: str) -> bool:
+    """CSV when the client names `text/csv` (media types are case-insensitive) as
+    acceptable (q > 0) and likes it at least as much as JSON."""
+    csv = _quality(accept, "text/csv")
+    return csv > 0 and csv >= _quality(accept, "application/json", "application/*", "*/*")
+
+
 def _series_query(request: Request, metric: str) -> tuple[SeriesQuery, str]:
     now = time.time()
     end = _time(request, "to", now)
     start = _time(request, "from", end - DEFAULT_RANGE)
     fmt = request.query_params.get("format")
     if fmt is None:
-        fmt = "csv" if "text/csv" in request.headers.get("accept", "") else "json"
+        fmt = "csv" if prefers_csv(request.headers.get("accept", "")) else "json"
     if fmt not in ("json", "csv"):
         raise _invalid("format", f"must be json or csv (got {fmt!r})")
     query = SeriesQuery(
@@ -115,7 +140,7 @@ def series_csv(series: Series) -> bytes:
 async def _answer_series(request: Request, metric: str | None) -> Response:
     services = services_of(request)
     await services.auth.request(request, Scope.READ)
-    if not metric:
+    if metric is None:
         raise _invalid("metric", "is required")
     query, fmt = _series_query(request, metric)
     series = await services.query.series(query)
