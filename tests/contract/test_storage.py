@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, delete, func, select, update
 from sqlalchemy.pool import NullPool
 
 from glowing_fiesta.aggregate import VALUES_TAG, Cell
@@ -17,8 +19,9 @@ from glowing_fiesta.errors import TypeConflict, ValidationError
 from glowing_fiesta.model import Agg, MetricType, Point, PointBatch, Resolution, Scope
 from glowing_fiesta.storage.base import WriteItem
 from glowing_fiesta.storage.dialects import driver_url
-from glowing_fiesta.storage.schema import metadata, metric_points, rollups
+from glowing_fiesta.storage.schema import metadata, metric_points, metrics, rollups
 from glowing_fiesta.storage.sql import SqlStorage
+from tests.services import MARIADB_URL, PG_URL, server_database
 
 T = TypeVar("T")
 DAY = 86400
@@ -365,6 +368,50 @@ def test_a_metric_deleted_by_another_process_comes_back_new(
     assert metric is not None
     assert metric.type is V
     assert run(store.count_points(metric.id)) == 1
+
+
+@pytest.mark.parametrize("admin_url", [PG_URL, MARIADB_URL], ids=["postgresql", "mariadb"])
+def test_a_write_racing_a_delete_makes_the_metric_anew_and_leaves_no_orphan(
+    admin_url: str,
+) -> None:
+    """A DELETE (its transaction still open) holds the metric when a write that already
+    read the metric comes to lock it. The write must not store its points under the
+    deleted id, where no query finds them and no DELETE or retention removes them.
+    (Server engines only: on SQLite writers take turns on the whole database.)"""
+    with server_database(admin_url) as url:
+        store = SqlStorage(url)
+        deleter = create_engine(driver_url(url), poolclass=NullPool)
+        holding = threading.Event()
+
+        def delete_slowly() -> None:
+            with deleter.begin() as conn:
+                mid = conn.scalar(
+                    select(metrics.c.id).where(metrics.c.name == "race").with_for_update()
+                )
+                conn.execute(delete(metric_points).where(metric_points.c.metric_id == mid))
+                conn.execute(delete(rollups).where(rollups.c.metric_id == mid))
+                conn.execute(delete(metrics).where(metrics.c.id == mid))
+                holding.set()
+                time.sleep(0.5)  # the write below reads the metric, then waits for it
+
+        try:
+            assert store.apply_now([WriteItem(batch(("race", C, 1, T0 + 5)))]) == [None]
+            thread = threading.Thread(target=delete_slowly)
+            thread.start()
+            assert holding.wait(10)
+            assert store.apply_now([WriteItem(batch(("race", C, 2, T0 + 6)))]) == [None]
+            thread.join()
+            metric = run(store.get_metric("race"))
+            assert metric is not None
+            assert run(store.read_points(metric.id, T0, T0 + DAY)) == [(T0 + 6, 2)]
+            with deleter.connect() as conn:
+                known = select(metrics.c.id)
+                for table in (metric_points, rollups):
+                    orphans = select(func.count()).where(table.c.metric_id.not_in(known))
+                    assert conn.scalar(orphans) == 0, table.name
+        finally:
+            run(store.close())
+            deleter.dispose()
 
 
 def test_a_metric_deleted_by_the_writer_s_own_storage_comes_back_new(store: SqlStorage) -> None:

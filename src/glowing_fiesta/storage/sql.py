@@ -229,6 +229,10 @@ class SqlStorage:
                     if attempt == _RETRIES - 1 or not dialects.is_retryable(exc):
                         raise
                     time.sleep(0.01 * (attempt + 1))
+                except _MetricGone:
+                    if attempt == _RETRIES - 1:
+                        raise
+                    # Read again: the next attempt creates the deleted metric anew.
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_journal(self) -> Journal | None:
@@ -650,7 +654,12 @@ class SqlStorage:
             # Row locks on the metrics, in id order, serialise writers of the same metric
             # for the read-merge-write of its cells.
             if dialects.has_row_locks(self._write_engine):
-                conn.execute(_LOCK_METRICS, {"ids": np.unique(points.metric).tolist()})
+                ids = np.unique(points.metric).tolist()
+                if len(conn.execute(_LOCK_METRICS, {"ids": ids}).all()) != len(ids):
+                    # A DELETE committed since `_accept` read them (it locks the row
+                    # first, so it cannot commit after this): these points would be
+                    # stored under an id no metric has, never read, never deleted.
+                    raise _MetricGone
             self._write_points(conn, rollup.Points.concat([points]))
         return results, known
 
@@ -872,7 +881,11 @@ class SqlStorage:
         def run(conn: Connection) -> bool:
             # Its name may come back as a new metric (new id, maybe the other type).
             self._metric_cache.pop(name, None)
-            mid = conn.scalar(select(metrics.c.id).where(metrics.c.name == name))
+            # Locked before its points are deleted, as a writer locks it before it adds
+            # some (`_apply`): a write either commits first, and is deleted with the
+            # rest, or finds the metric gone. (SQLite has no row locks: its writers take
+            # turns on the whole database.)
+            mid = conn.scalar(select(metrics.c.id).where(metrics.c.name == name).with_for_update())
             if mid is None:
                 return False
             self._recover(conn)
@@ -1175,6 +1188,10 @@ def _points(
 
 class _CreatedNone(Exception):
     """`ensure_metrics` found one of its metrics stored with the other type."""
+
+
+class _MetricGone(Exception):
+    """A write's metric was deleted by another transaction after the write read it."""
 
 
 def _discarding_on_error(conn: Connection, fn: Callable[[Connection], T]) -> T:
