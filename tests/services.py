@@ -80,8 +80,9 @@ def redis_prefix() -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A Redis server of our own on a free port, for tests that take Redis away."""
+def private_redis(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server of our own on a free port (or on `port`, to start one again where
+    another was stopped), for tests that take Redis away."""
     import shutil
     import socket
     import time
@@ -92,9 +93,10 @@ def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     if exe is None:
         unavailable("redis-server", FileNotFoundError("redis-server is not installed"))
     assert exe is not None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

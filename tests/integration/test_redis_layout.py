@@ -150,6 +150,31 @@ def test_redis_down_means_503_with_retry_after_and_not_ready(
             assert float(errors[0].split()[1]) >= 1
 
 
+def test_a_restarted_redis_is_used_again_at_once(settings: Settings, make_key: KeyMaker) -> None:
+    """The pooled connections of the queue and the limiter died with the old Redis:
+    the first commands after the restart go out on new ones, not as 503s."""
+    key = make_key()
+    with private_redis() as (url, proc):
+        app = create_app_from(settings.model_copy(update={"redis_url": url}))
+        with TestClient(app) as client:
+            ok = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
+            assert ok.status_code == 202
+            proc.terminate()
+            proc.wait(10)
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            with private_redis(port):
+                ready = client.get("/ready")
+                assert ready.status_code == 200, ready.json()
+                r = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
+                assert r.status_code == 202, r.json()
+                errors = [
+                    line
+                    for line in client.get("/metrics").text.splitlines()
+                    if line.startswith("gf_rate_limiter_errors_total ")
+                ]
+                assert errors == ["gf_rate_limiter_errors_total 0.0"]
+
+
 def test_serve_starts_while_redis_is_down(settings: Settings) -> None:
     app = create_app_from(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
     with TestClient(app) as client:

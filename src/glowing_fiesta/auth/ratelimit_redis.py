@@ -18,6 +18,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from glowing_fiesta import redis_client
 from glowing_fiesta.auth.ratelimit import WINDOW, Decision, FailOpen, decide
 
 _SCRIPT = """
@@ -36,7 +37,7 @@ class RedisRateLimiter:
         on_error: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+        self._redis: aioredis.Redis = redis_client.connect(
             url, socket_connect_timeout=1, socket_timeout=1
         )
         self._script = self._redis.register_script(_SCRIPT)

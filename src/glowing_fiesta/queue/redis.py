@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
+from glowing_fiesta import redis_client
 from glowing_fiesta.errors import GlowingFiestaError, TypeConflict, Unavailable
 from glowing_fiesta.model import PointBatch
 from glowing_fiesta.queue import codec
@@ -50,7 +51,7 @@ class RedisQueue:
         self.max_entries = max_entries
         self.claim_idle_ms = int(claim_idle * 1000)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+        self._redis: aioredis.Redis = redis_client.connect(
             url,
             socket_connect_timeout=2,
             # Longer than any XREADGROUP block; a Redis that stops answering turns into
