@@ -33,6 +33,8 @@ from zoneinfo import ZoneInfo
 from glowing_fiesta.model import Interval, Resolution
 
 __all__ = [
+    "EARLIEST",
+    "END",
     "bucket_floor",
     "bucket_next",
     "bucket_starts",
@@ -48,6 +50,8 @@ _ONE_SECOND = timedelta(seconds=1)
 # What RFC 3339 can express: 0001-01-01T00:00:00Z up to (not including) year 10000.
 _MIN_SECONDS = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * _DAY
 _END_SECONDS = (date(9999, 12, 31).toordinal() + 1 - _EPOCH_ORDINAL) * _DAY
+# The same, for modules that check instants they did not parse (a queue entry's).
+EARLIEST, END = _MIN_SECONDS, _END_SECONDS
 
 # Widths of the intervals that are a fixed number of seconds on a fixed-offset clock.
 _WIDTH: dict[Interval, int] = {

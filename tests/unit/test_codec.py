@@ -69,6 +69,17 @@ def _entry(**change: object) -> bytes:
         {"names": ["orders", "orders", "x"]},
         {"value": array("d", [1.0, float("nan"), 2.0, 3.0]).tobytes()},
         {"time": array("d", [1.7e9, float("inf"), 1.7e9, 1.7e9]).tobytes()},
+        # Decodable, but no transaction could write them (found by a bug hunt: one such
+        # entry failed the writer's every try, with the entries read beside it).
+        {"names": ["orders", "q" * 256, "x"]},  # over the 255 characters of a name
+        {"names": ["orders", " padded ", "x"]},
+        {"names": ["orders", "", "x"]},
+        {"names": ["orders", "tab\there", "x"]},
+        {"id": "i" * 65},  # over the de-duplication column's 64
+        {"id": ""},
+        {"id": 7},
+        {"time": array("d", [1.7e9, 1e300, 1.7e9, 1.7e9]).tobytes()},  # past year 9999
+        {"time": array("d", [1.7e9, -1e12, 1.7e9, 1.7e9]).tobytes()},  # before year 1
     ],
 )
 def test_a_malformed_entry_is_a_value_error(change: dict[str, object]) -> None:
@@ -86,6 +97,9 @@ def test_a_malformed_entry_is_a_value_error(change: dict[str, object]) -> None:
         msgpack.packb("x"),
         msgpack.packb([1, "old", [("a", float("inf"), 1.0, 1.7e9)]]),
         msgpack.packb([1, "old", [("a", 0, float("nan"), 1.7e9)]]),
+        msgpack.packb([1, "old", [("a" * 300, 0, 1.0, 1.7e9)]]),
+        msgpack.packb([1, "old", [("a", 0, 1.0, 1e300)]]),
+        msgpack.packb([1, "o" * 65, [("a", 0, 1.0, 1.7e9)]]),
     ],
 )
 def test_what_is_not_an_entry_is_a_value_error(data: bytes) -> None:
