@@ -73,14 +73,54 @@ class Writer:
             await self._failed(deliveries, exc)
             return 0
         except Exception as exc:
-            log.exception("writer_commit_failed", points=points)
-            error = Unavailable(f"the write failed ({exc.__class__.__name__}); retry", 1)
-            await self._failed(deliveries, error)
+            log.exception("writer_commit_failed", points=points, batches=len(deliveries))
+            if len(deliveries) > 1:
+                return await self._write_alone(deliveries)
+            await self._failed(deliveries, _failure(exc))
             return 0
         self.telemetry.writer_seconds.observe(time.perf_counter() - started)
         self.telemetry.writer_batch_points.observe(points)
         await self.queue.ack(deliveries, results)
         return sum(len(d.batch) for d, r in zip(deliveries, results, strict=True) if r is None)
+
+    async def _write_alone(self, deliveries: list[Delivery]) -> int:
+        """After a group failed for a reason other than the database being unavailable:
+        each delivery in a transaction of its own. One that fails alone while others
+        are written is what fails (data no transaction can write, such as a stored cell
+        it must merge with that is corrupt), not the database: it is buried (kept aside
+        by the queue, see `Queue.bury`) instead of failing every group it is read with,
+        for ever. If none is written, the cause is likely the database: all are retried."""
+        written = 0
+        failed: list[Delivery] = []
+        error: GlowingFiestaError | None = None
+        for delivery in deliveries:
+            try:
+                results = await self.storage.apply(
+                    [WriteItem(delivery.batch, dedupe=delivery.redeliverable)]
+                )
+            except GlowingFiestaError as exc:  # unavailable now: retry them all later
+                await self._failed([delivery, *failed, *deliveries[len(failed) + 1 :]], exc)
+                return written
+            except Exception as exc:
+                failed.append(delivery)
+                error = _failure(exc)
+                continue
+            await self.queue.ack([delivery], results)
+            written += len(delivery.batch) if results[0] is None else 0
+        if failed and error is not None:
+            if len(failed) == len(deliveries):
+                await self._failed(failed, error)
+            else:
+                for delivery in failed:
+                    log.error(
+                        "queue_batch_unwritable",
+                        batch=delivery.batch.batch_id,
+                        points=len(delivery.batch),
+                        error=error.message,
+                    )
+                self.telemetry.writer_errors.inc()
+                await self.queue.bury(failed, error)
+        return written
 
     async def _failed(self, deliveries: list[Delivery], error: GlowingFiestaError) -> None:
         self.telemetry.writer_errors.inc()
@@ -88,3 +128,7 @@ class Writer:
         # The database is likely down and redeliverable entries will come straight back:
         # do not spin on it.
         await asyncio.sleep(self.retry_delay)
+
+
+def _failure(exc: Exception) -> GlowingFiestaError:
+    return Unavailable(f"the write failed ({exc.__class__.__name__}); retry", 1)

@@ -1,13 +1,21 @@
-"""Redis queue + writer + each engine: a batch redelivered after its commit counts once."""
+"""Redis queue + writer + each engine: a batch redelivered after its commit counts once;
+an entry no transaction can write is put aside, not retried with the others for ever."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
-from glowing_fiesta.model import MetricType, Point, PointBatch
+import redis.asyncio as aioredis
+from sqlalchemy import update
+
+from glowing_fiesta.aggregate import VALUES_TAG
+from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution
+from glowing_fiesta.queue import codec
 from glowing_fiesta.queue.redis import RedisQueue
 from glowing_fiesta.storage.base import WriteItem
+from glowing_fiesta.storage.schema import rollups
 from glowing_fiesta.storage.sql import SqlStorage
 from glowing_fiesta.telemetry import Telemetry
 from glowing_fiesta.writer import Writer
@@ -50,3 +58,57 @@ def test_worker_dies_after_commit_before_ack(engine_url: str) -> None:
             return stored
 
         assert asyncio.run(scenario()) == 100
+
+
+def test_an_entry_no_transaction_can_write_is_buried_and_the_rest_written(
+    engine_url: str,
+) -> None:
+    """One entry fails every transaction it is in (here: a stored cell of its metric is
+    corrupt). Written beside others, it must not hold them back for ever: they are
+    written, and it is moved to the dead stream, whole, with the reason."""
+    with redis_prefix() as (url, prefix):
+
+        async def scenario() -> None:
+            storage = SqlStorage(engine_url)
+            queue = RedisQueue(url, prefix=prefix)
+            await queue.start()
+            t0 = 1_700_000_000
+            seed = PointBatch(uuid.uuid4().hex, [Point("old", MetricType.VALUE, 1.0, t0)])
+            assert await storage.apply([WriteItem(seed)]) == [None]
+            old = await storage.get_metric("old")
+            assert old is not None
+            with storage._write_engine.begin() as conn:  # a stored cell the merge refuses
+                conn.execute(
+                    update(rollups)
+                    .where(rollups.c.metric_id == old.id, rollups.c.res == int(Resolution.DAY))
+                    .values(sketch=bytes([VALUES_TAG, 1, 2]))
+                )
+            bad = PointBatch(uuid.uuid4().hex, [Point("old", MetricType.VALUE, 2.0, t0 + 1)])
+            goods = [
+                PointBatch(uuid.uuid4().hex, [Point(n, MetricType.COUNTER, 1.0, t0)])
+                for n in ("a", "b")
+            ]
+            for sent in (goods[0], bad, goods[1]):
+                await queue.put(sent)
+            writer = Writer(queue, storage, Telemetry(), retry_delay=0.01)
+            for _ in range(5):
+                await writer.step()
+                if await queue.refresh_depth() == 0:
+                    break
+            for name in ("a", "b"):
+                metric = await storage.get_metric(name)
+                assert metric is not None
+                assert await storage.count_points(metric.id) == 1
+            assert await storage.count_points(old.id) == 1  # the seed alone
+            raw = aioredis.Redis.from_url(url)
+            dead: Any = await raw.xrange(f"{prefix}:dead")
+            pending = await raw.xpending(f"{prefix}:points", "writers")
+            await raw.aclose()
+            assert [codec.decode(fields[b"b"]) for _, fields in dead] == [bad]
+            assert b"ValueError" in dead[0][1][b"error"]
+            assert pending["pending"] == 0
+            assert await queue.claim(10_000, 0.05) == []  # never delivered again
+            await queue.close()
+            await storage.close()
+
+        asyncio.run(scenario())

@@ -51,6 +51,11 @@ class Queue(Protocol):
 
     async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None: ...
 
+    async def bury(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
+        """Settle deliveries that no transaction can write (the writer wrote others
+        beside them): kept aside where the queue can keep them, for an operator, never
+        delivered again; refused to their waiting requests otherwise."""
+
     def depth(self) -> int:
         """Batches waiting to be written, as last seen (for /metrics)."""
 

@@ -95,6 +95,10 @@ class InlineQueue:
             if not fut.done():
                 fut.set_exception(error)
 
+    async def bury(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
+        # Each request still waits for its batch: it gets the error, and nothing is kept.
+        await self.nack(deliveries, error)
+
     def depth(self) -> int:
         return len(self._items)
 
