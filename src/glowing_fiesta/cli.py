@@ -77,7 +77,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind."
+)
 @click.option(
     "--workers",
     default=1,
@@ -97,9 +99,11 @@ def serve(host: str, port: int, workers: int, access_log: bool) -> None:
     _ensure_schema_aside(settings)
     # On a SQLite file the processes share the counts in a file beside it.
     if workers > 1 and not settings.redis_url and settings.sqlite_path() is None:
-        click.echo(
-            "warning: without GF_REDIS_URL each server process keeps its own rate limit counts",
-            err=True,
+        import structlog
+
+        structlog.get_logger(__name__).warning(
+            "rate_limits_per_process",
+            reason="without GF_REDIS_URL each server process keeps its own rate limit counts",
         )
     with _shared_metrics(workers):
         uvicorn.run(
@@ -216,11 +220,13 @@ def keys_create(name: str, scopes: str, rate_limit: int | None) -> None:
     """Create a key and print it (shown once, stored only as a hash)."""
     from glowing_fiesta.auth import keys as tokens
     from glowing_fiesta.errors import ValidationError
+    from glowing_fiesta.ingest.validate import clean_name
     from glowing_fiesta.model import Scope
 
-    name = name.strip()
-    if not name:
-        raise click.BadParameter("must not be empty", param_hint="NAME")
+    try:  # a key's name follows a metric name's rules: 1-255 characters, printable
+        name = clean_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
     try:
         chosen = frozenset(Scope(s.strip()) for s in scopes.split(",") if s.strip())
     except ValueError:

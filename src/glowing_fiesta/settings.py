@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///data/glowing-fiesta.db"
@@ -63,6 +63,45 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:///path, postgresql://, mysql:// or mariadb:// URL")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _names_a_database(cls, value: str) -> str:
+        scheme, _, rest = value.partition("://")
+        if scheme.split("+", 1)[0].lower() == "sqlite":
+            path = rest[1:] if rest.startswith("/") else ""
+            if not path or path == ":memory:" or path.startswith("?"):
+                # A database in memory would be a new, empty one in every connection.
+                raise ValueError("must name a file: sqlite:///relative/path or sqlite:////abs/path")
+            return value
+        location = rest.split("?", 1)[0]
+        if "/" not in location or not location.split("/", 1)[1]:
+            # Drivers would quietly pick a default database (PostgreSQL: "postgres").
+            raise ValueError("must name the database: …://user@host:port/DATABASE")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0].lower() not in {
+            "redis",
+            "rediss",
+            "unix",
+        }:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _rollups_outlive_raw_points(self) -> Settings:
+        # SPEC §5: long-range queries are answered from rollups, never from raw points;
+        # minute cells are deleted with the raw points, the coarser ones after this.
+        if self.rollup_retention_days < self.retention_days:
+            raise ValueError(
+                f"GF_ROLLUP_RETENTION_DAYS ({self.rollup_retention_days}) must not be less "
+                f"than GF_RETENTION_DAYS ({self.retention_days}): rollups are kept at least "
+                "as long as raw points"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -83,6 +122,11 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "GF_" + "_".join(str(p) for p in err["loc"]).upper()
-            problems.append(f"{name}: {err['msg']}")
+            if err["loc"]:
+                name = "GF_" + "_".join(str(p) for p in err["loc"]).upper()
+                problems.append(f"{name}: {err['msg']}")
+            else:  # a rule across settings names them itself
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
         raise SettingsError("; ".join(problems)) from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f".env: not UTF-8 text ({exc.reason} at byte {exc.start})") from None

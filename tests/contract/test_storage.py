@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import create_engine, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from glowing_fiesta.aggregate import VALUES_TAG, Cell
@@ -412,6 +413,30 @@ def test_a_write_racing_a_delete_makes_the_metric_anew_and_leaves_no_orphan(
         finally:
             run(store.close())
             deleter.dispose()
+
+
+@pytest.mark.parametrize("admin_url", [PG_URL, MARIADB_URL], ids=["postgresql", "mariadb"])
+def test_a_failed_statement_s_error_does_not_show_its_parameters(admin_url: str) -> None:
+    """Errors reach logs and the CLI's output: a key's hash must not ride along."""
+    with server_database(admin_url) as url:
+        store = SqlStorage(url)
+        secret = "5ecre7" * 10
+        try:
+            with pytest.raises(DBAPIError) as failed:  # the name is over its column's 255
+                run(
+                    store.create_key(
+                        name="n" * 300,
+                        prefix="gf_abcdefgh",
+                        secret_hash=secret,
+                        scopes=frozenset({Scope.WRITE}),
+                        rate_limit=None,
+                        now=T0,
+                    )
+                )
+            assert secret not in str(failed.value)
+            assert "hidden" in str(failed.value)
+        finally:
+            run(store.close())
 
 
 def test_a_metric_deleted_by_the_writer_s_own_storage_comes_back_new(store: SqlStorage) -> None:

@@ -131,10 +131,15 @@ def test_names_are_trimmed_and_case_sensitive(env: dict[str, str], url: str) -> 
     assert set(stored_keys(url)) == {"Deploy", "deploy"}
 
 
-@pytest.mark.parametrize("name", ["", "   "])
-def test_a_blank_name_is_refused(env: dict[str, str], name: str) -> None:
+@pytest.mark.parametrize("name", ["", "   ", "k" * 256, "tab\there", "bell\a"])
+def test_a_blank_long_or_unprintable_name_is_refused(env: dict[str, str], name: str) -> None:
     done = fails(env, "keys", "create", name)
     assert "NAME" in done.stderr
+
+
+def test_a_name_of_255_characters_is_taken(env: dict[str, str], url: str) -> None:
+    create(env, "k" * 255)
+    assert set(stored_keys(url)) == {"k" * 255}
 
 
 @pytest.mark.parametrize(
@@ -394,3 +399,10 @@ def test_settings_come_from_a_dotenv_file(env: dict[str, str], tmp_path: Path) -
     done = run(env, "keys", "list", cwd=work)
     assert done.returncode != 0
     assert "GF_RETENTION_DAYS" in done.stderr
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "84800"])
+def test_serve_refuses_a_port_outside_1_to_65535(env: dict[str, str], port: str) -> None:
+    # 84800 used to bind 84800 - 65536 = 19264, while the log said 84800.
+    done = fails(env, "serve", "--port", port)
+    assert "--port" in done.stderr

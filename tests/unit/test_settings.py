@@ -99,6 +99,14 @@ def test_gf_variables_are_read(
         ("GF_DATABASE_URL", "sqlite"),
         ("GF_DATABASE_URL", "sqlite:gf.db"),
         ("GF_DATABASE_URL", ""),
+        # No file: a new, empty database in every connection.
+        ("GF_DATABASE_URL", "sqlite://"),
+        ("GF_DATABASE_URL", "sqlite:///:memory:"),
+        # No database: the driver would quietly use a default one.
+        ("GF_DATABASE_URL", "mysql://root@127.0.0.1:3306"),
+        ("GF_DATABASE_URL", "postgresql://gf@db:5432/"),
+        ("GF_REDIS_URL", "http://127.0.0.1:6379"),
+        ("GF_REDIS_URL", "localhost:6379"),
     ],
 )
 def test_a_bad_value_raises_settings_error_naming_the_variable(
@@ -146,6 +154,26 @@ def test_a_bad_value_in_the_dotenv_file_is_named(tmp_path: Path) -> None:
         load_settings()
 
 
+def test_rollups_must_outlive_raw_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GF_RETENTION_DAYS", "30")
+    monkeypatch.setenv("GF_ROLLUP_RETENTION_DAYS", "7")
+    with pytest.raises(SettingsError, match=r"^GF_ROLLUP_RETENTION_DAYS \(7\) must not be less"):
+        load_settings()
+    monkeypatch.setenv("GF_ROLLUP_RETENTION_DAYS", "30")
+    assert load_settings().rollup_retention_days == 30
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_a_settings_error(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes("# café\nGF_RETENTION_DAYS=14\n".encode("latin-1"))
+    with pytest.raises(SettingsError, match=r"^\.env: not UTF-8"):
+        load_settings()
+
+
+def test_redis_urls_of_every_scheme_redis_takes_are_accepted() -> None:
+    for url in ("redis://127.0.0.1:6379/0", "rediss://cache:6380/1", "unix:///run/redis.sock"):
+        assert load_settings(redis_url=url).redis_url == url
+
+
 def test_unrelated_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RETENTION_DAYS", "-1")
     monkeypatch.setenv("DATABASE_URL", "oracle://nope")
@@ -161,8 +189,6 @@ def test_unrelated_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> Non
         ("sqlite:////var/lib/gf/gf.db", Path("/var/lib/gf/gf.db")),
         ("SQLITE:///Upper.db", Path("Upper.db")),
         ("sqlite+pysqlite:///driver.db", Path("driver.db")),
-        ("sqlite:///:memory:", None),
-        ("sqlite://", None),
         ("postgresql://gf@db:5432/gf", None),
         ("mysql://gf@db/gf", None),
         ("mariadb://gf@db/gf", None),

@@ -54,13 +54,17 @@ def driver_url(url: str) -> URL:
 
 
 def engine_options(url: URL, *, writer: bool) -> dict[str, Any]:
+    # A statement's parameters stay out of its errors' messages, which reach logs and
+    # the CLI's output: they hold a new key's hash, and users' data.
     if url.get_backend_name() == "sqlite":
         return {
             "connect_args": {"check_same_thread": False, "timeout": 30},
             "pool_size": 1 if writer else 4,
             "max_overflow": 0 if writer else 8,
+            "hide_parameters": True,
         }
     options: dict[str, Any] = {
+        "hide_parameters": True,
         "pool_pre_ping": True,
         "pool_size": 1 if writer else 5,
         "max_overflow": 0 if writer else 10,
