@@ -371,10 +371,18 @@ def bench(  # noqa: PLR0917 - one parameter per command-line option
     """Measure ingest rate, single-write rate and latency, query latency, disk and memory."""
     import json
 
+    import aiohttp
+
+    from glowing_fiesta.bench.load import BenchError
     from glowing_fiesta.bench.runner import WORKLOADS, Options, run, table
 
     if (url is None) != (key is None):
         raise click.UsageError("--url and --key go together")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http:// or https:// URL", param_hint="--url")
+    if workloads and "query" in workloads and "ingest" not in workloads:
+        # Each run writes under a metric prefix of its own (or to a new server).
+        raise click.UsageError("--workload query reads what ingest writes: choose ingest too")
     opts = Options(
         url=url.rstrip("/") if url else None,
         key=key,
@@ -390,7 +398,12 @@ def bench(  # noqa: PLR0917 - one parameter per command-line option
         server_workers=server_workers,
         synchronous=synchronous,
     )
-    report = run(opts)
+    try:
+        report = run(opts)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+    except aiohttp.ClientError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
     click.echo(table(report["summary"]))
     if json_path:
         with open(json_path, "w", encoding="utf-8") as out:

@@ -6,12 +6,14 @@ Speed is never asserted here; `glowing-fiesta bench` measures it.
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from glowing_fiesta.bench.dataset import HOT, Dataset, line_protocol
-from tests.system.conftest import cli
+from tests.system.conftest import EXE, Server, cli, free_port
 
 pytestmark = pytest.mark.system
 
@@ -76,3 +78,34 @@ def test_the_data_set_is_deterministic_and_shaped_as_documented() -> None:
     first = line_protocol(a[0][:1]).decode()
     assert first.startswith("hot value=")
     assert first.endswith(str(round(a[0][0][3] * 1000) * 1_000_000))
+
+
+def _refused(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [EXE, "bench", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == ""
+    return done.stderr
+
+
+def test_bench_says_why_it_cannot_run_and_stops(
+    gf_env: dict[str, str], server: Server, tmp_path: Path
+) -> None:
+    tiny = ("--runs", "1", "--points", "1000", "--workload", "ingest")
+    # A key the service refuses: said at once, not after a minute of waiting.
+    started = time.monotonic()
+    stderr = _refused(gf_env, "--url", server.url, "--key", "gf_nope_xx", *tiny)
+    assert "refused the key: 401" in stderr
+    assert time.monotonic() - started < 30
+    # A write-only key can ingest but not read what it wrote.
+    writer = cli(gf_env, "keys", "create", "w", "--scopes", "write").stdout.strip()
+    assert "read: 403" in _refused(gf_env, "--url", server.url, "--key", writer, *tiny)
+    # Nothing listening, or not a URL.
+    assert "cannot reach" in _refused(
+        gf_env, "--url", f"http://127.0.0.1:{free_port()}", "--key", writer, *tiny
+    )
+    assert "--url" in _refused(gf_env, "--url", "notaurl", "--key", writer, *tiny)
+    # The query workload reads what ingest writes.
+    assert "choose ingest too" in _refused(gf_env, "--workload", "query")

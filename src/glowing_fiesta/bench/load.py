@@ -80,6 +80,14 @@ class Endpoint:
     retry: tuple[int, ...] = (429, 503)
 
 
+class BenchError(Exception):
+    """The benchmark cannot go on (a refused key, a failed query): said to the user."""
+
+
+# The key itself was refused: retrying or waiting cannot help.
+_REFUSED = (401, 403)
+
+
 def gf_endpoint(url: str, key: str, path: str) -> Endpoint:
     return Endpoint(
         f"{url}{path}", {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -116,6 +124,9 @@ async def ingest(
                             break
                         errors += 1
                         sample = sample or f"{r.status} {text[:200]!r}"
+                        if r.status in _REFUSED:
+                            queue.clear()
+                            raise BenchError(f"the service refused the key: {sample}")
                         if r.status not in to.retry:
                             break
                         await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
@@ -142,6 +153,10 @@ async def wait_visible(
     async with _session({"Authorization": f"Bearer {key}"}, 1) as http:
         while time.perf_counter() - started < give_up_after:
             async with http.get(f"{url}/api/series", params={"metric": metric, **params}) as r:
+                if r.status in _REFUSED:
+                    raise BenchError(
+                        f"the service refused the key's read: {r.status} {await r.text()}"
+                    )
                 if r.status == 200:
                     body: Any = await r.json()
                     if sum(p["value"] or 0 for p in body["points"]) >= expected:
@@ -326,7 +341,7 @@ async def query_latency(
             async with http.get(f"{url}/api/series", params={"metric": metric, **params}) as r:
                 await r.read()
                 if r.status != 200:
-                    raise RuntimeError(f"query failed: {r.status} {await r.text()}")
+                    raise BenchError(f"a query failed: {r.status} {await r.text()}")
             if i >= 2:
                 out.append(time.perf_counter() - t)
     return sorted(out)
