@@ -21,6 +21,7 @@ from glowing_fiesta.timeutil import parse_time, zone
 
 E = TypeVar("E", bound=StrEnum)
 DEFAULT_RANGE = 86400
+DELETE_WAITS_SECONDS = 5.0  # for the batches queued before a DELETE to be written
 
 
 def _invalid(field: str, message: str) -> ValidationError:
@@ -186,6 +187,13 @@ async def list_metrics(request: Request) -> Response:
 async def delete_metric(request: Request) -> Response:
     services = services_of(request)
     await services.auth.request(request, Scope.ADMIN)
+    # The deletion takes everything acknowledged before it, as in the embedded layout:
+    # batches still queued for a worker are written first (or the deletion is refused).
+    # Written after it, they would create the metric again, or, behind a write of the
+    # other type, be dropped.
+    await services.queue.wait_written(DELETE_WAITS_SECONDS)
     setattr(request.state, COMMITTING, True)
-    await services.query.delete(request.path_params["metric"])
+    name = await services.query.delete(request.path_params["metric"])
+    if services.type_guard is not None:
+        services.type_guard.forget(name)
     return Response(status_code=204, headers=request.state.ratelimit_headers)

@@ -51,6 +51,10 @@ class Queue(Protocol):
 
     async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None: ...
 
+    async def wait_written(self, timeout: float) -> None:
+        """Return once every batch acknowledged before the call is written (the
+        writers settled it), or raise `Unavailable` after `timeout` seconds."""
+
     async def bury(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
         """Settle deliveries that no transaction can write (the writer wrote others
         beside them): kept aside where the queue can keep them, for an operator, never

@@ -209,6 +209,27 @@ class RedisQueue:
         # Leave the entries pending; read our own pending entries again next time.
         self._reread_own = True
 
+    async def wait_written(self, timeout: float) -> None:
+        # Entries are deleted from the stream once written (or put aside): those up to
+        # the last id given so far are what was acknowledged before now.
+        deadline = time.monotonic() + timeout
+        try:
+            info: Any = await self._redis.xinfo_stream(self.stream)
+            last = info["last-generated-id"]
+            while await self._redis.xrange(self.stream, "-", last, count=1):
+                if time.monotonic() >= deadline:
+                    raise Unavailable(
+                        "batches accepted before this request still wait in the write queue; "
+                        "retry once the workers have written them",
+                        2,
+                    )
+                await asyncio.sleep(0.05)
+        except ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
+        except RedisError as exc:
+            raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
+
     async def bury(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
         # Moved, in one transaction, to a stream no writer reads: kept for an operator
         # to look at (`XRANGE <prefix>:dead - +`), and re-add once the cause is fixed.
