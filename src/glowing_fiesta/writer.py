@@ -91,35 +91,32 @@ class Writer:
         by the queue, see `Queue.bury`) instead of failing every group it is read with,
         for ever. If none is written, the cause is likely the database: all are retried."""
         written = 0
-        failed: list[Delivery] = []
-        error: GlowingFiestaError | None = None
-        for delivery in deliveries:
+        failed: list[tuple[Delivery, GlowingFiestaError]] = []
+        for i, delivery in enumerate(deliveries):
             try:
                 results = await self.storage.apply(
                     [WriteItem(delivery.batch, dedupe=delivery.redeliverable)]
                 )
-            except GlowingFiestaError as exc:  # unavailable now: retry them all later
-                await self._failed([delivery, *failed, *deliveries[len(failed) + 1 :]], exc)
+            except GlowingFiestaError as exc:  # unavailable now: retry the rest later
+                await self._failed([d for d, _ in failed] + deliveries[i:], exc)
                 return written
             except Exception as exc:
-                failed.append(delivery)
-                error = _failure(exc)
+                failed.append((delivery, _failure(exc)))
                 continue
             await self.queue.ack([delivery], results)
             written += len(delivery.batch) if results[0] is None else 0
-        if failed and error is not None:
-            if len(failed) == len(deliveries):
-                await self._failed(failed, error)
-            else:
-                for delivery in failed:
-                    log.error(
-                        "queue_batch_unwritable",
-                        batch=delivery.batch.batch_id,
-                        points=len(delivery.batch),
-                        error=error.message,
-                    )
-                self.telemetry.writer_errors.inc()
-                await self.queue.bury(failed, error)
+        if len(failed) == len(deliveries):
+            await self._failed(deliveries, failed[0][1])
+            return written
+        for delivery, error in failed:
+            log.error(
+                "queue_batch_unwritable",
+                batch=delivery.batch.batch_id,
+                points=len(delivery.batch),
+                error=error.message,
+            )
+            self.telemetry.writer_errors.inc()
+            await self.queue.bury([delivery], error)
         return written
 
     async def _failed(self, deliveries: list[Delivery], error: GlowingFiestaError) -> None:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import update
 
 from glowing_fiesta.aggregate import VALUES_TAG
-from glowing_fiesta.model import MetricType, Point, PointBatch, Resolution
+from glowing_fiesta.model import Metric, MetricType, Point, PointBatch, Resolution
 from glowing_fiesta.queue import codec
 from glowing_fiesta.queue.redis import RedisQueue
 from glowing_fiesta.storage.base import WriteItem
@@ -60,6 +60,49 @@ def test_worker_dies_after_commit_before_ack(engine_url: str) -> None:
         assert asyncio.run(scenario()) == 100
 
 
+async def _corrupt_metric(storage: SqlStorage, t0: float) -> Metric:
+    """A value metric `old` whose day cell at `t0` the merge refuses: any write of a
+    point of that day fails, every time."""
+    seed = PointBatch(uuid.uuid4().hex, [Point("old", MetricType.VALUE, 1.0, t0)])
+    assert await storage.apply([WriteItem(seed)]) == [None]
+    old = await storage.get_metric("old")
+    assert old is not None
+    with storage._write_engine.begin() as conn:
+        conn.execute(
+            update(rollups)
+            .where(rollups.c.metric_id == old.id, rollups.c.res == int(Resolution.DAY))
+            .values(sketch=bytes([VALUES_TAG, 1, 2]))
+        )
+    return old
+
+
+def test_when_every_entry_fails_alone_none_is_buried(engine_url: str) -> None:
+    """Nothing written beside them: the cause may be the database, so all are kept
+    pending and tried again, none put aside."""
+    with redis_prefix() as (url, prefix):
+
+        async def scenario() -> None:
+            storage = SqlStorage(engine_url)
+            queue = RedisQueue(url, prefix=prefix)
+            await queue.start()
+            t0 = 1_700_000_000
+            await _corrupt_metric(storage, t0)
+            for i in range(2):
+                point = Point("old", MetricType.VALUE, 2.0, t0 + i)
+                await queue.put(PointBatch(uuid.uuid4().hex, [point]))
+            writer = Writer(queue, storage, Telemetry(), retry_delay=0.01)
+            assert await writer.step() == 0
+            raw = aioredis.Redis.from_url(url)
+            assert await raw.xlen(f"{prefix}:dead") == 0
+            pending: Any = await raw.xpending(f"{prefix}:points", "writers")
+            await raw.aclose()
+            assert pending["pending"] == 2
+            await queue.close()
+            await storage.close()
+
+        asyncio.run(scenario())
+
+
 def test_an_entry_no_transaction_can_write_is_buried_and_the_rest_written(
     engine_url: str,
 ) -> None:
@@ -73,16 +116,7 @@ def test_an_entry_no_transaction_can_write_is_buried_and_the_rest_written(
             queue = RedisQueue(url, prefix=prefix)
             await queue.start()
             t0 = 1_700_000_000
-            seed = PointBatch(uuid.uuid4().hex, [Point("old", MetricType.VALUE, 1.0, t0)])
-            assert await storage.apply([WriteItem(seed)]) == [None]
-            old = await storage.get_metric("old")
-            assert old is not None
-            with storage._write_engine.begin() as conn:  # a stored cell the merge refuses
-                conn.execute(
-                    update(rollups)
-                    .where(rollups.c.metric_id == old.id, rollups.c.res == int(Resolution.DAY))
-                    .values(sketch=bytes([VALUES_TAG, 1, 2]))
-                )
+            old = await _corrupt_metric(storage, t0)
             bad = PointBatch(uuid.uuid4().hex, [Point("old", MetricType.VALUE, 2.0, t0 + 1)])
             goods = [
                 PointBatch(uuid.uuid4().hex, [Point(n, MetricType.COUNTER, 1.0, t0)])
