@@ -78,7 +78,7 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind."
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind."
 )
 @click.option(
     "--workers",
