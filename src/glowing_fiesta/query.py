@@ -270,12 +270,10 @@ class QueryService:
         next_cursor = encode_cursor(page[-1].name) if len(found) > limit else None
         return page, next_cursor
 
-    async def delete(self, name: str) -> str:
-        """Delete the metric; its name, trimmed."""
+    async def delete(self, name: str) -> None:
         name = metric_name(name)
         if not await self.storage.delete_metric(name):
             raise NotFound(f"no metric named {name!r}")
-        return name
 
 
 def encode_cursor(name: str) -> str:

@@ -73,7 +73,8 @@ class Settings(BaseSettings):
                 # A database in memory would be a new, empty one in every connection.
                 raise ValueError("must name a file: sqlite:///relative/path or sqlite:////abs/path")
             return value
-        location = rest.split("?", 1)[0]
+        # After the credentials (a password may hold "?" or "/"), before the options.
+        location = rest.rsplit("@", 1)[-1].split("?", 1)[0]
         if "/" not in location or not location.split("/", 1)[1]:
             # Drivers would quietly pick a default database (PostgreSQL: "postgres").
             raise ValueError("must name the database: …://user@host:port/DATABASE")

@@ -18,6 +18,7 @@ from glowing_fiesta.storage.base import Storage, WriteItem
 from glowing_fiesta.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
+BURY_AFTER = 3
 
 
 class Writer:
@@ -38,6 +39,8 @@ class Writer:
         self.idle_timeout = idle_timeout
         self.retry_delay = retry_delay
         self._stop = asyncio.Event()
+        # Failures alone of redeliverable entries, by their token (see `_write_alone`).
+        self._strikes: dict[object, int] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -80,6 +83,9 @@ class Writer:
             return 0
         self.telemetry.writer_seconds.observe(time.perf_counter() - started)
         self.telemetry.writer_batch_points.observe(points)
+        if self._strikes:  # written after all: its failures were passing ones
+            for delivery in deliveries:
+                self._strikes.pop(delivery.token, None)
         await self.queue.ack(deliveries, results)
         return sum(len(d.batch) for d, r in zip(deliveries, results, strict=True) if r is None)
 
@@ -87,9 +93,10 @@ class Writer:
         """After a group failed for a reason other than the database being unavailable:
         each delivery in a transaction of its own. One that fails alone while others
         are written is what fails (data no transaction can write, such as a stored cell
-        it must merge with that is corrupt), not the database: it is buried (kept aside
-        by the queue, see `Queue.bury`) instead of failing every group it is read with,
-        for ever. If none is written, the cause is likely the database: all are retried."""
+        it must merge with that is corrupt), not the database: after `BURY_AFTER` such
+        tries it is buried (kept aside by the queue, see `Queue.bury`) instead of
+        failing every group it is read with, for ever. If none is written, the cause is
+        likely the database: all are retried."""
         written = 0
         failed: list[tuple[Delivery, GlowingFiestaError]] = []
         for i, delivery in enumerate(deliveries):
@@ -103,19 +110,40 @@ class Writer:
             except Exception as exc:
                 failed.append((delivery, _failure(exc)))
                 continue
+            self._strikes.pop(delivery.token, None)
             await self.queue.ack([delivery], results)
             written += len(delivery.batch) if results[0] is None else 0
         if len(failed) == len(deliveries):
             await self._failed(deliveries, failed[0][1])
             return written
         for delivery, error in failed:
+            self.telemetry.writer_errors.inc()
+            # A redeliverable entry is buried only once it has failed alone, beside
+            # written ones, BURY_AFTER times: a passing error (a dropped connection, a
+            # deadlock the driver did not report as one) must not put a good batch aside.
+            # An inline batch's request waits: it gets the error now.
+            strikes = BURY_AFTER
+            if delivery.redeliverable:
+                strikes = self._strikes.get(delivery.token, 0) + 1
+            if strikes < BURY_AFTER:
+                if len(self._strikes) > 10_000:
+                    self._strikes.clear()
+                self._strikes[delivery.token] = strikes
+                log.warning(
+                    "writer_batch_failed_alone",
+                    batch=delivery.batch.batch_id,
+                    strikes=strikes,
+                    error=error.message,
+                )
+                await self.queue.nack([delivery], error)
+                continue
+            self._strikes.pop(delivery.token, None)
             log.error(
                 "queue_batch_unwritable",
                 batch=delivery.batch.batch_id,
                 points=len(delivery.batch),
                 error=error.message,
             )
-            self.telemetry.writer_errors.inc()
             await self.queue.bury([delivery], error)
         return written
 

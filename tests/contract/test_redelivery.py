@@ -18,7 +18,7 @@ from glowing_fiesta.storage.base import WriteItem
 from glowing_fiesta.storage.schema import rollups
 from glowing_fiesta.storage.sql import SqlStorage
 from glowing_fiesta.telemetry import Telemetry
-from glowing_fiesta.writer import Writer
+from glowing_fiesta.writer import BURY_AFTER, Writer
 from tests.services import redis_prefix
 
 
@@ -118,21 +118,30 @@ def test_an_entry_no_transaction_can_write_is_buried_and_the_rest_written(
             t0 = 1_700_000_000
             old = await _corrupt_metric(storage, t0)
             bad = PointBatch(uuid.uuid4().hex, [Point("old", MetricType.VALUE, 2.0, t0 + 1)])
-            goods = [
-                PointBatch(uuid.uuid4().hex, [Point(n, MetricType.COUNTER, 1.0, t0)])
-                for n in ("a", "b")
-            ]
-            for sent in (goods[0], bad, goods[1]):
-                await queue.put(sent)
-            writer = Writer(queue, storage, Telemetry(), retry_delay=0.01)
-            for _ in range(5):
+            await queue.put(bad)
+            # One entry a claim (max_points=1000), the hardest case: the bad entry alone
+            # proves nothing; each new entry beside it is written while it fails, and
+            # after BURY_AFTER such tries it is put aside. Writes keep coming meanwhile.
+            writer = Writer(queue, storage, Telemetry(), max_points=1000, retry_delay=0.01)
+            goods: list[str] = []
+            dead_stream = f"{prefix}:dead"
+            raw = aioredis.Redis.from_url(url)
+            for i in range(12):
+                goods.append(f"good{i}")
+                await queue.put(
+                    PointBatch(uuid.uuid4().hex, [Point(goods[-1], MetricType.COUNTER, 1, t0)])
+                )
                 await writer.step()
-                if await queue.refresh_depth() == 0:
+                if await raw.xlen(dead_stream):
                     break
-            for name in ("a", "b"):
+            await raw.aclose()
+            while await queue.refresh_depth():
+                await writer.step()
+            for name in goods:
                 metric = await storage.get_metric(name)
-                assert metric is not None
+                assert metric is not None, name
                 assert await storage.count_points(metric.id) == 1
+            assert len(goods) == 1 + BURY_AFTER  # alone once, then beside one new each time
             assert await storage.count_points(old.id) == 1  # the seed alone
             raw = aioredis.Redis.from_url(url)
             dead: Any = await raw.xrange(f"{prefix}:dead")

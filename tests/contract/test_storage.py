@@ -416,6 +416,50 @@ def test_a_write_racing_a_delete_makes_the_metric_anew_and_leaves_no_orphan(
 
 
 @pytest.mark.parametrize("admin_url", [PG_URL, MARIADB_URL], ids=["postgresql", "mariadb"])
+def test_a_delete_waits_for_a_write_that_holds_the_metric_and_takes_its_points(
+    admin_url: str,
+) -> None:
+    """The other order: a write holds the metric's row (`_apply` locks it before adding
+    points) when the DELETE starts. The DELETE must wait for it, then delete its points
+    too; deleting the points it could see first, it would leave the new ones under an
+    id no metric has."""
+    with server_database(admin_url) as url:
+        store = SqlStorage(url)
+        writer = create_engine(driver_url(url), poolclass=NullPool)
+        try:
+            assert store.apply_now([WriteItem(batch(("held", C, 1, T0 + 5)))]) == [None]
+            metric = run(store.get_metric("held"))
+            assert metric is not None
+            with writer.begin() as conn:  # the write, mid-transaction
+                conn.execute(
+                    select(metrics.c.id).where(metrics.c.id == metric.id).with_for_update()
+                )
+                deleting = threading.Thread(target=lambda: run(store.delete_metric("held")))
+                deleting.start()
+                time.sleep(0.3)  # the DELETE runs meanwhile, as far as it can
+                copy = select(
+                    metric_points.c.metric_id,
+                    metric_points.c.t_min,
+                    metric_points.c.t_max,
+                    metric_points.c.n,
+                    metric_points.c.data,
+                ).where(metric_points.c.metric_id == metric.id)
+                conn.execute(
+                    metric_points.insert().from_select(
+                        ["metric_id", "t_min", "t_max", "n", "data"], copy
+                    )
+                )
+            deleting.join(10)
+            assert run(store.get_metric("held")) is None
+            with writer.connect() as conn:
+                left = select(func.count()).where(metric_points.c.metric_id == metric.id)
+                assert conn.scalar(left) == 0
+        finally:
+            run(store.close())
+            writer.dispose()
+
+
+@pytest.mark.parametrize("admin_url", [PG_URL, MARIADB_URL], ids=["postgresql", "mariadb"])
 def test_a_failed_statement_s_error_does_not_show_its_parameters(admin_url: str) -> None:
     """Errors reach logs and the CLI's output: a key's hash must not ride along."""
     with server_database(admin_url) as url:

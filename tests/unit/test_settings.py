@@ -169,6 +169,11 @@ def test_a_dotenv_file_that_is_not_utf8_is_a_settings_error(tmp_path: Path) -> N
         load_settings()
 
 
+def test_a_password_may_hold_what_separates_a_url_s_parts() -> None:
+    for url in ("postgresql://gf:pa?ss@db:5432/gf", "mysql://gf:a/b@db/gf?charset=utf8mb4"):
+        assert load_settings(database_url=url).database_url == url
+
+
 def test_redis_urls_of_every_scheme_redis_takes_are_accepted() -> None:
     for url in ("redis://127.0.0.1:6379/0", "rediss://cache:6380/1", "unix:///run/redis.sock"):
         assert load_settings(redis_url=url).redis_url == url

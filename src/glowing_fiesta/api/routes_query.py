@@ -16,7 +16,7 @@ from glowing_fiesta.api.errors import COMMITTING
 from glowing_fiesta.api.services import services_of
 from glowing_fiesta.errors import Detail, ValidationError
 from glowing_fiesta.model import Agg, Fill, Interval, Metric, Scope
-from glowing_fiesta.query import Series, SeriesQuery
+from glowing_fiesta.query import Series, SeriesQuery, metric_name
 from glowing_fiesta.timeutil import parse_time, zone
 
 E = TypeVar("E", bound=StrEnum)
@@ -191,9 +191,8 @@ async def delete_metric(request: Request) -> Response:
     # batches still queued for a worker are written first (or the deletion is refused).
     # Written after it, they would create the metric again, or, behind a write of the
     # other type, be dropped.
+    name = metric_name(request.path_params["metric"])  # a 422 before any wait
     await services.queue.wait_written(DELETE_WAITS_SECONDS)
     setattr(request.state, COMMITTING, True)
-    name = await services.query.delete(request.path_params["metric"])
-    if services.type_guard is not None:
-        services.type_guard.forget(name)
+    await services.query.delete(name)
     return Response(status_code=204, headers=request.state.ratelimit_headers)

@@ -55,10 +55,6 @@ class TypeGuard:
             # Lost a race to a first write of the other type: ensure_metrics created none.
             raise TypeConflict(details[0].message, details)
 
-    def forget(self, name: str) -> None:
-        """This process deleted the metric: its next write may have either type."""
-        self._known.pop(name, None)
-
     def _remember(self, found: dict[str, Metric], now: float) -> None:
         if len(self._known) > 100_000:
             self._known.clear()

@@ -114,12 +114,14 @@ class RedisQueue:
             if not entries and self._reread_own:
                 entries = await self._read("0", count, None)
                 self._reread_own = bool(entries)
-            if len(entries) < count:
-                # New entries beside old ones: an entry that fails every try is then
-                # tried beside others that succeed, which shows that it is the entry
-                # that fails (the writer buries it), not the database.
-                block = None if entries else int(timeout * 1000)
-                entries += await self._read(">", count - len(entries), block)
+            if entries:
+                # At least one new entry beside old ones, however many: an entry that
+                # fails every try is then tried beside others that succeed, which shows
+                # that it is the entry that fails (the writer buries it), not the
+                # database; and old entries that all fail cannot keep new ones out.
+                entries += await self._read(">", max(1, count - len(entries)), None)
+            else:
+                entries = await self._read(">", count, int(timeout * 1000))
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # Redis was down at start, or lost its data
                 await self._ensure_group()
@@ -202,8 +204,10 @@ class RedisQueue:
             try:
                 await self._settle([d.token for d in deliveries])
             except RedisError as exc:
-                # Not acknowledged: redelivered later and skipped by the batch-id claim.
+                # Not acknowledged: read again (our own) and skipped by the batch-id
+                # claim, so that it leaves the stream soon (a DELETE waits for that).
                 log.warning("queue_ack_failed", error=str(exc))
+                self._reread_own = True
 
     async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
         # Leave the entries pending; read our own pending entries again next time.
@@ -245,8 +249,9 @@ class RedisQueue:
             try:
                 await pipe.execute()
             except RedisError as exc:
-                # Still pending: read again, and buried again, later.
+                # Still pending: read again (our own), and buried again.
                 log.warning("queue_bury_failed", error=str(exc))
+                self._reread_own = True
 
     def depth(self) -> int:
         return self._depth

@@ -223,16 +223,23 @@ class SqlStorage:
                 try:
                     with self._write_engine.begin() as conn:
                         result = _discarding_on_error(conn, fn)
-                    dialects.bound_wal(self._write_engine)
-                    return result
                 except DBAPIError as exc:
                     if attempt == _RETRIES - 1 or not dialects.is_retryable(exc):
                         raise
                     time.sleep(0.01 * (attempt + 1))
+                    continue
                 except _MetricGone:
                     if attempt == _RETRIES - 1:
                         raise
-                    # Read again: the next attempt creates the deleted metric anew.
+                    continue  # read again: the next attempt creates the metric anew
+                # Committed: what follows is housekeeping, and must not report the
+                # write as failed (its caller would write it again, or answer a 503
+                # for points that are stored).
+                try:
+                    dialects.bound_wal(self._write_engine)
+                except Exception:
+                    log.warning("wal_restart_failed", exc_info=True)
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_journal(self) -> Journal | None:
