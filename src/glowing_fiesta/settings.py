@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite:///data/glowing-fiesta.db"
 
@@ -66,16 +68,15 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _names_a_database(cls, value: str) -> str:
-        scheme, _, rest = value.partition("://")
-        if scheme.split("+", 1)[0].lower() == "sqlite":
-            path = rest[1:] if rest.startswith("/") else ""
-            if not path or path == ":memory:" or path.startswith("?"):
+        try:  # the parser the storage uses: a password may hold "?", "/" or "@"
+            database = make_url(value).database
+        except ArgumentError:
+            raise ValueError("is not a valid database URL") from None
+        if value.partition("://")[0].split("+", 1)[0].lower() == "sqlite":
+            if not database or database == ":memory:":
                 # A database in memory would be a new, empty one in every connection.
                 raise ValueError("must name a file: sqlite:///relative/path or sqlite:////abs/path")
-            return value
-        # After the credentials (a password may hold "?" or "/"), before the options.
-        location = rest.rsplit("@", 1)[-1].split("?", 1)[0]
-        if "/" not in location or not location.split("/", 1)[1]:
+        elif not database:
             # Drivers would quietly pick a default database (PostgreSQL: "postgres").
             raise ValueError("must name the database: …://user@host:port/DATABASE")
         return value

@@ -79,7 +79,7 @@ class Writer:
             log.exception("writer_commit_failed", points=points, batches=len(deliveries))
             if len(deliveries) > 1:
                 return await self._write_alone(deliveries)
-            await self._failed(deliveries, _failure(exc))
+            await self._failed(deliveries, _failure(exc), alone=True)
             return 0
         self.telemetry.writer_seconds.observe(time.perf_counter() - started)
         self.telemetry.writer_batch_points.observe(points)
@@ -114,7 +114,7 @@ class Writer:
             await self.queue.ack([delivery], results)
             written += len(delivery.batch) if results[0] is None else 0
         if len(failed) == len(deliveries):
-            await self._failed(deliveries, failed[0][1])
+            await self._failed(deliveries, failed[0][1], alone=True)
             return written
         for delivery, error in failed:
             self.telemetry.writer_errors.inc()
@@ -135,7 +135,7 @@ class Writer:
                     strikes=strikes,
                     error=error.message,
                 )
-                await self.queue.nack([delivery], error)
+                await self.queue.nack([delivery], error, alone=True)
                 continue
             self._strikes.pop(delivery.token, None)
             log.error(
@@ -147,9 +147,11 @@ class Writer:
             await self.queue.bury([delivery], error)
         return written
 
-    async def _failed(self, deliveries: list[Delivery], error: GlowingFiestaError) -> None:
+    async def _failed(
+        self, deliveries: list[Delivery], error: GlowingFiestaError, *, alone: bool = False
+    ) -> None:
         self.telemetry.writer_errors.inc()
-        await self.queue.nack(deliveries, error)
+        await self.queue.nack(deliveries, error, alone=alone)
         # The database is likely down and redeliverable entries will come straight back:
         # do not spin on it.
         await asyncio.sleep(self.retry_delay)

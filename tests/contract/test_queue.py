@@ -203,3 +203,31 @@ def test_redis_down_is_unavailable_not_a_crash() -> None:
         await q.close()
 
     asyncio.run(scenario())
+
+
+def test_entries_failed_alone_come_back_beside_a_new_one_but_not_after_an_outage(
+    redis_target: tuple[str, str],
+) -> None:
+    """After a plain failure (the database down) a worker reads only its own pending
+    entries again: new ones would pile up in its pending list. After entries failed
+    alone, one new entry comes with them, however many they are."""
+    url, prefix = redis_target
+
+    async def scenario() -> None:
+        async with started(RedisQueue(url, prefix=prefix)) as q:
+            sent = [batch(name=f"b{i}") for i in range(5)]
+            for b in sent:
+                await q.put(b)
+            first = await q.claim(2000, 1.0)  # two entries a claim
+            assert [d.batch for d in first] == sent[:2]
+            await q.nack(first, Unavailable("the database does not answer", 2))
+            again = await q.claim(2000, 1.0)
+            assert [d.batch for d in again] == sent[:2]
+            await q.nack(again, Unavailable("failed alone", 1), alone=True)
+            beside = await q.claim(2000, 1.0)
+            assert [d.batch for d in beside] == sent[:3]
+            await q.ack(beside, [None] * 3)
+            rest = await q.claim(10_000, 1.0)
+            assert [d.batch for d in rest] == sent[3:]
+
+    asyncio.run(scenario())

@@ -105,6 +105,7 @@ def test_gf_variables_are_read(
         # No database: the driver would quietly use a default one.
         ("GF_DATABASE_URL", "mysql://root@127.0.0.1:3306"),
         ("GF_DATABASE_URL", "postgresql://gf@db:5432/"),
+        ("GF_DATABASE_URL", "postgresql://gf:pw@db?x=a@b/c"),
         ("GF_REDIS_URL", "http://127.0.0.1:6379"),
         ("GF_REDIS_URL", "localhost:6379"),
     ],
@@ -170,7 +171,11 @@ def test_a_dotenv_file_that_is_not_utf8_is_a_settings_error(tmp_path: Path) -> N
 
 
 def test_a_password_may_hold_what_separates_a_url_s_parts() -> None:
-    for url in ("postgresql://gf:pa?ss@db:5432/gf", "mysql://gf:a/b@db/gf?charset=utf8mb4"):
+    for url in (
+        "postgresql://gf:pa?ss@db:5432/gf",
+        "mysql://gf:a@b@db/gf?charset=utf8mb4",
+        "postgresql://gf:pw@db/gf?sslrootcert=/etc/ca@1.pem",
+    ):
         assert load_settings(database_url=url).database_url == url
 
 

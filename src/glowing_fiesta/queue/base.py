@@ -8,7 +8,7 @@ Contracts:
   most `timeout` seconds for the first one.
 - `ack` settles deliveries once the writer committed them (with the per-delivery result
   from storage); `nack` settles them as failed, leaving them to be retried where the
-  queue can redeliver.
+  queue can redeliver; `bury` puts aside those that no transaction can write.
 """
 
 from __future__ import annotations
@@ -49,7 +49,12 @@ class Queue(Protocol):
         self, deliveries: Sequence[Delivery], results: Sequence[TypeConflict | None]
     ) -> None: ...
 
-    async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None: ...
+    async def nack(
+        self, deliveries: Sequence[Delivery], error: GlowingFiestaError, *, alone: bool = False
+    ) -> None:
+        """`alone`: each failed in a transaction of its own, the database answering
+        (not `Unavailable`): where they come back, they come with at least one new
+        delivery, so that what fails every time is tried beside what may not."""
 
     async def wait_written(self, timeout: float) -> None:
         """Return once every batch acknowledged before the call is written (the

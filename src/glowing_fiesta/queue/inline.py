@@ -88,7 +88,9 @@ class InlineQueue:
             else:
                 fut.set_exception(result)
 
-    async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
+    async def nack(
+        self, deliveries: Sequence[Delivery], error: GlowingFiestaError, *, alone: bool = False
+    ) -> None:
         for delivery in deliveries:
             fut = delivery.token
             assert isinstance(fut, asyncio.Future)  # noqa: S101

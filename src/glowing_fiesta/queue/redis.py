@@ -64,6 +64,7 @@ class RedisQueue:
         self._next_autoclaim = 0.0
         self._autoclaim_cursor = "0-0"
         self._reread_own = True  # after a restart, our consumer name is new: harmless
+        self._beside_new = False  # see `claim` and `nack(alone=...)`
 
     async def start(self) -> None:
         """Create the consumer group if need be. A Redis that is down now is not fatal:
@@ -114,13 +115,20 @@ class RedisQueue:
             if not entries and self._reread_own:
                 entries = await self._read("0", count, None)
                 self._reread_own = bool(entries)
-            if entries:
-                # At least one new entry beside old ones, however many: an entry that
-                # fails every try is then tried beside others that succeed, which shows
-                # that it is the entry that fails (the writer buries it), not the
-                # database; and old entries that all fail cannot keep new ones out.
-                entries += await self._read(">", max(1, count - len(entries)), None)
-            else:
+            if entries and self._beside_new:
+                # Entries that failed alone come back with at least one new entry,
+                # however many they are: one that fails every try is then tried beside
+                # others that succeed, which shows that it is the entry that fails (the
+                # writer buries it), and they cannot keep new entries out. Not after a
+                # plain failure (the database down): new entries would only pile up in
+                # this consumer's pending list.
+                self._beside_new = False
+                try:
+                    entries += await self._read(">", max(1, count - len(entries)), None)
+                except RedisError as exc:  # those already read (and now ours) still go
+                    log.warning("queue_claim_failed", error=str(exc))
+                    self._reread_own = True
+            elif not entries:
                 entries = await self._read(">", count, int(timeout * 1000))
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # Redis was down at start, or lost its data
@@ -209,9 +217,12 @@ class RedisQueue:
                 log.warning("queue_ack_failed", error=str(exc))
                 self._reread_own = True
 
-    async def nack(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
+    async def nack(
+        self, deliveries: Sequence[Delivery], error: GlowingFiestaError, *, alone: bool = False
+    ) -> None:
         # Leave the entries pending; read our own pending entries again next time.
         self._reread_own = True
+        self._beside_new = self._beside_new or alone
 
     async def wait_written(self, timeout: float) -> None:
         # Entries are deleted from the stream once written (or put aside): those up to
