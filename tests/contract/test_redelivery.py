@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -76,29 +78,41 @@ async def _corrupt_metric(storage: SqlStorage, t0: float) -> Metric:
     return old
 
 
+T0 = 1_700_000_000
+
+
+@asynccontextmanager
+async def _beside_a_corrupt_metric(
+    engine_url: str, url: str, prefix: str
+) -> AsyncIterator[tuple[SqlStorage, RedisQueue, Metric]]:
+    """A storage holding the corrupt metric `old` (at T0), and a started queue."""
+    storage = SqlStorage(engine_url)
+    queue = RedisQueue(url, prefix=prefix)
+    await queue.start()
+    try:
+        yield storage, queue, await _corrupt_metric(storage, T0)
+    finally:
+        await queue.close()
+        await storage.close()
+
+
 def test_when_every_entry_fails_alone_none_is_buried(engine_url: str) -> None:
     """Nothing written beside them: the cause may be the database, so all are kept
     pending and tried again, none put aside."""
     with redis_prefix() as (url, prefix):
 
         async def scenario() -> None:
-            storage = SqlStorage(engine_url)
-            queue = RedisQueue(url, prefix=prefix)
-            await queue.start()
-            t0 = 1_700_000_000
-            await _corrupt_metric(storage, t0)
-            for i in range(2):
-                point = Point("old", MetricType.VALUE, 2.0, t0 + i)
-                await queue.put(PointBatch(uuid.uuid4().hex, [point]))
-            writer = Writer(queue, storage, Telemetry(), retry_delay=0.01)
-            assert await writer.step() == 0
-            raw = aioredis.Redis.from_url(url)
-            assert await raw.xlen(f"{prefix}:dead") == 0
-            pending: Any = await raw.xpending(f"{prefix}:points", "writers")
-            await raw.aclose()
-            assert pending["pending"] == 2
-            await queue.close()
-            await storage.close()
+            async with _beside_a_corrupt_metric(engine_url, url, prefix) as (storage, queue, _):
+                for i in range(2):
+                    point = Point("old", MetricType.VALUE, 2.0, T0 + i)
+                    await queue.put(PointBatch(uuid.uuid4().hex, [point]))
+                writer = Writer(queue, storage, Telemetry(), retry_delay=0.01)
+                assert await writer.step() == 0
+                raw = aioredis.Redis.from_url(url)
+                assert await raw.xlen(f"{prefix}:dead") == 0
+                pending: Any = await raw.xpending(f"{prefix}:points", "writers")
+                await raw.aclose()
+                assert pending["pending"] == 2
 
         asyncio.run(scenario())
 
@@ -112,48 +126,42 @@ def test_an_entry_no_transaction_can_write_is_buried_and_the_rest_written(
     with redis_prefix() as (url, prefix):
 
         async def scenario() -> None:
-            storage = SqlStorage(engine_url)
-            queue = RedisQueue(url, prefix=prefix)
-            await queue.start()
-            t0 = 1_700_000_000
-            old = await _corrupt_metric(storage, t0)
-            bad = PointBatch(uuid.uuid4().hex, [Point("old", MetricType.VALUE, 2.0, t0 + 1)])
-            await queue.put(bad)
-            # One entry a claim (max_points=1000), the hardest case: the bad entry alone
-            # proves nothing; each new entry beside it is written while it fails, and
-            # after BURY_AFTER such tries it is put aside. Writes keep coming meanwhile.
-            writer = Writer(queue, storage, Telemetry(), max_points=1000, retry_delay=0.01)
-            goods: list[str] = []
-            dead_stream = f"{prefix}:dead"
-            raw = aioredis.Redis.from_url(url)
-            for i in range(12):
-                goods.append(f"good{i}")
-                await queue.put(
-                    PointBatch(uuid.uuid4().hex, [Point(goods[-1], MetricType.COUNTER, 1, t0)])
-                )
-                await writer.step()
-                if await raw.xlen(dead_stream):
-                    break
-            await raw.aclose()
-            for _ in range(10):
-                if not await queue.refresh_depth():
-                    break
-                await writer.step()
-            for name in goods:
-                metric = await storage.get_metric(name)
-                assert metric is not None, name
-                assert await storage.count_points(metric.id) == 1
-            assert len(goods) == 1 + BURY_AFTER  # alone once, then beside one new each time
-            assert await storage.count_points(old.id) == 1  # the seed alone
-            raw = aioredis.Redis.from_url(url)
-            dead: Any = await raw.xrange(f"{prefix}:dead")
-            pending = await raw.xpending(f"{prefix}:points", "writers")
-            await raw.aclose()
-            assert [codec.decode(fields[b"b"]) for _, fields in dead] == [bad]
-            assert b"ValueError" in dead[0][1][b"error"]
-            assert pending["pending"] == 0
-            assert await queue.claim(10_000, 0.05) == []  # never delivered again
-            await queue.close()
-            await storage.close()
+            async with _beside_a_corrupt_metric(engine_url, url, prefix) as (storage, queue, old):
+                bad = PointBatch(uuid.uuid4().hex, [Point("old", MetricType.VALUE, 2.0, T0 + 1)])
+                await queue.put(bad)
+                # One entry a claim (max_points=1000), the hardest case: the bad entry alone
+                # proves nothing; each new entry beside it is written while it fails, and
+                # after BURY_AFTER such tries it is put aside. Writes keep coming meanwhile.
+                writer = Writer(queue, storage, Telemetry(), max_points=1000, retry_delay=0.01)
+                goods: list[str] = []
+                dead_stream = f"{prefix}:dead"
+                raw = aioredis.Redis.from_url(url)
+                for i in range(12):
+                    goods.append(f"good{i}")
+                    await queue.put(
+                        PointBatch(uuid.uuid4().hex, [Point(goods[-1], MetricType.COUNTER, 1, T0)])
+                    )
+                    await writer.step()
+                    if await raw.xlen(dead_stream):
+                        break
+                await raw.aclose()
+                for _ in range(10):
+                    if not await queue.refresh_depth():
+                        break
+                    await writer.step()
+                for name in goods:
+                    metric = await storage.get_metric(name)
+                    assert metric is not None, name
+                    assert await storage.count_points(metric.id) == 1
+                assert len(goods) == 1 + BURY_AFTER  # alone once, then beside one new each time
+                assert await storage.count_points(old.id) == 1  # the seed alone
+                raw = aioredis.Redis.from_url(url)
+                dead: Any = await raw.xrange(f"{prefix}:dead")
+                pending = await raw.xpending(f"{prefix}:points", "writers")
+                await raw.aclose()
+                assert [codec.decode(fields[b"b"]) for _, fields in dead] == [bad]
+                assert b"ValueError" in dead[0][1][b"error"]
+                assert pending["pending"] == 0
+                assert await queue.claim(10_000, 0.05) == []  # never delivered again
 
         asyncio.run(scenario())

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -162,10 +163,9 @@ def test_a_full_stream_means_503_and_no_new_metric(
         assert [m["name"] for m in listed] == ["x"]
 
 
-def test_redis_down_means_503_with_retry_after_and_not_ready(
-    settings: Settings, make_key: KeyMaker
-) -> None:
-    key = make_key()
+@contextmanager
+def _serving_until_redis_stops(settings: Settings, key: str) -> Iterator[tuple[TestClient, str]]:
+    """A service on a Redis of its own that took one write, then lost its Redis."""
     with private_redis() as (url, proc):
         app = create_app_from(settings.model_copy(update={"redis_url": url}))
         with TestClient(app) as client:
@@ -173,52 +173,49 @@ def test_redis_down_means_503_with_retry_after_and_not_ready(
             assert ok.status_code == 202
             proc.terminate()  # Redis goes away under a running service
             proc.wait(10)
-            r = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
-            assert r.status_code == 503
-            assert r.json()["error"]["code"] == "unavailable"
-            assert int(r.headers["Retry-After"]) >= 1
-            # Nothing of a refused write stays: the metric created for it neither, so a
-            # first write of the other type later is not refused.
-            r = client.post("/api/metrics/counter", json={"metric": "new"}, headers=bearer(key))
-            assert r.status_code == 503
-            listed = client.get("/api/metrics", headers=bearer(key)).json()["metrics"]
-            assert [m["name"] for m in listed] == ["x"]
-            ready = client.get("/ready")
-            assert ready.status_code == 503
-            assert ready.json()["checks"]["database"] == "ok"
-            assert "redis" in ready.json()["message"]
-            # The limiter fails open and says so in the service's own metrics.
-            errors = [
-                line
-                for line in client.get("/metrics").text.splitlines()
-                if line.startswith("gf_rate_limiter_errors_total ")
-            ]
-            assert float(errors[0].split()[1]) >= 1
+            yield client, url
+
+
+def _limiter_errors(client: TestClient) -> float:
+    lines = client.get("/metrics").text.splitlines()
+    return float(next(x for x in lines if x.startswith("gf_rate_limiter_errors_total ")).split()[1])
+
+
+def test_redis_down_means_503_with_retry_after_and_not_ready(
+    settings: Settings, make_key: KeyMaker
+) -> None:
+    key = make_key()
+    with _serving_until_redis_stops(settings, key) as (client, _):
+        r = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "unavailable"
+        assert int(r.headers["Retry-After"]) >= 1
+        # Nothing of a refused write stays: the metric created for it neither, so a
+        # first write of the other type later is not refused.
+        r = client.post("/api/metrics/counter", json={"metric": "new"}, headers=bearer(key))
+        assert r.status_code == 503
+        listed = client.get("/api/metrics", headers=bearer(key)).json()["metrics"]
+        assert [m["name"] for m in listed] == ["x"]
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "ok"
+        assert "redis" in ready.json()["message"]
+        # The limiter fails open and says so in the service's own metrics.
+        assert _limiter_errors(client) >= 1
 
 
 def test_a_restarted_redis_is_used_again_at_once(settings: Settings, make_key: KeyMaker) -> None:
     """The pooled connections of the queue and the limiter died with the old Redis:
     the first commands after the restart go out on new ones, not as 503s."""
     key = make_key()
-    with private_redis() as (url, proc):
-        app = create_app_from(settings.model_copy(update={"redis_url": url}))
-        with TestClient(app) as client:
-            ok = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
-            assert ok.status_code == 202
-            proc.terminate()
-            proc.wait(10)
-            port = int(url.rsplit(":", 1)[1].split("/")[0])
-            with private_redis(port):
-                ready = client.get("/ready")
-                assert ready.status_code == 200, ready.json()
-                r = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
-                assert r.status_code == 202, r.json()
-                errors = [
-                    line
-                    for line in client.get("/metrics").text.splitlines()
-                    if line.startswith("gf_rate_limiter_errors_total ")
-                ]
-                assert errors == ["gf_rate_limiter_errors_total 0.0"]
+    with _serving_until_redis_stops(settings, key) as (client, url):
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with private_redis(port):
+            ready = client.get("/ready")
+            assert ready.status_code == 200, ready.json()
+            r = client.post("/api/metrics/counter", json={"metric": "x"}, headers=bearer(key))
+            assert r.status_code == 202, r.json()
+            assert _limiter_errors(client) == 0
 
 
 def test_serve_starts_while_redis_is_down(settings: Settings) -> None:
