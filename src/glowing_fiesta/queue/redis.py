@@ -94,7 +94,7 @@ class RedisQueue:
         try:
             depth = await self._redis.xlen(self.stream)
         except RedisError as exc:
-            raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
+            raise _unavailable(exc) from exc
         self._depth = depth
         if depth >= self.max_entries:
             raise Unavailable(
@@ -106,7 +106,7 @@ class RedisQueue:
         try:
             await self._redis.xadd(self.stream, {_FIELD: codec.encode(batch)})
         except RedisError as exc:
-            raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
+            raise _unavailable(exc) from exc
 
     async def claim(self, max_points: int, timeout: float) -> list[Delivery]:
         count = max(1, max_points // 1000)
@@ -188,8 +188,12 @@ class RedisQueue:
             log.info("queue_entries_reclaimed", count=len(entries))
         return [(eid, fields) for eid, fields in entries if fields]
 
-    async def _settle(self, entry_ids: list[Any]) -> None:
+    async def _settle(self, entry_ids: list[Any], dead: list[dict[Any, Any]] | None = None) -> None:
+        """Acknowledge and delete entries in one transaction, adding `dead` (the
+        entries' fields) to the dead stream in the same one."""
         async with self._redis.pipeline(transaction=True) as pipe:
+            for fields in dead or ():
+                pipe.xadd(self.dead_stream, fields)
             pipe.xack(self.stream, GROUP, *entry_ids)
             pipe.xdel(self.stream, *entry_ids)
             await pipe.execute()
@@ -241,28 +245,22 @@ class RedisQueue:
                 await asyncio.sleep(0.05)
         except ResponseError as exc:
             if "no such key" not in str(exc).lower():
-                raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
+                raise _unavailable(exc) from exc
         except RedisError as exc:
-            raise Unavailable(f"the write queue is unavailable: {exc}", 2) from exc
+            raise _unavailable(exc) from exc
 
     async def bury(self, deliveries: Sequence[Delivery], error: GlowingFiestaError) -> None:
         # Moved, in one transaction, to a stream no writer reads: kept for an operator
         # to look at (`XRANGE <prefix>:dead - +`), and re-add once the cause is fixed.
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for delivery in deliveries:
-                pipe.xadd(
-                    self.dead_stream,
-                    {_FIELD: codec.encode(delivery.batch), b"error": error.message},
-                )
-            tokens: list[Any] = [d.token for d in deliveries]
-            pipe.xack(self.stream, GROUP, *tokens)
-            pipe.xdel(self.stream, *tokens)
-            try:
-                await pipe.execute()
-            except RedisError as exc:
-                # Still pending: read again (our own), and buried again.
-                log.warning("queue_bury_failed", error=str(exc))
-                self._reread_own = True
+        dead: list[dict[Any, Any]] = [
+            {_FIELD: codec.encode(d.batch), b"error": error.message} for d in deliveries
+        ]
+        try:
+            await self._settle([d.token for d in deliveries], dead)
+        except RedisError as exc:
+            # Still pending: read again (our own), and buried again.
+            log.warning("queue_bury_failed", error=str(exc))
+            self._reread_own = True
 
     def depth(self) -> int:
         return self._depth
@@ -270,3 +268,7 @@ class RedisQueue:
     async def refresh_depth(self) -> int:
         self._depth = await self._redis.xlen(self.stream)
         return self._depth
+
+
+def _unavailable(exc: RedisError) -> Unavailable:
+    return Unavailable(f"the write queue is unavailable: {exc}", 2)
