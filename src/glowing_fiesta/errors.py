@@ -12,6 +12,7 @@ Every error the service reports to a client is a `GlowingFiestaError` with a sta
     ├── TypeConflict          counter write to a value metric or the reverse
     ├── PayloadTooLarge       body or batch over its limit
     ├── UnsupportedMediaType  JSON endpoint called with another content type
+    │   └── UnsupportedEncoding  body in a content coding the service cannot decode
     ├── ValidationError       well-formed input with invalid fields
     ├── RateLimited           key over its limit; carries retry_after seconds
     └── Unavailable           storage or queue down, or backpressure; carries retry_after
@@ -76,6 +77,12 @@ class PayloadTooLarge(GlowingFiestaError):
 
 class UnsupportedMediaType(GlowingFiestaError):
     code = "unsupported_media_type"
+
+
+class UnsupportedEncoding(UnsupportedMediaType):
+    """A 415 whose answer names the codings that are understood (RFC 9110 §15.5.16)."""
+
+    accepted: ClassVar[str] = "gzip, deflate, identity"
 
 
 class ValidationError(GlowingFiestaError):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -540,6 +542,22 @@ def test_openapi_describes_what_the_server_does(client: TestClient, make_key: Ke
     assert "Retry-After" in post["responses"]["429"]["headers"]
     points = doc["components"]["schemas"]["BatchIn"]["properties"]["points"]
     assert (points["minItems"], points["maxItems"]) == (1, 1000)
+    # The body codings the document offers are taken; any other is its 415.
+    (coding,) = [p for p in post["parameters"] if p["name"] == "Content-Encoding"]
+    for name in coding["schema"]["enum"]:
+        body = b'{"metric": "c"}' if name == "identity" else gzip.compress(b'{"metric": "c"}')
+        if name == "deflate":
+            body = zlib.compress(b'{"metric": "c"}')
+        r = client.post(
+            "/api/metrics/counter", content=body, headers={**bearer(key), "Content-Encoding": name}
+        )
+        assert r.status_code == 202, name
+    r = client.post(
+        "/api/metrics/counter", content=b"{}", headers={"Content-Encoding": "br", **bearer(key)}
+    )
+    assert r.status_code == 415
+    assert set(post["responses"]["415"]["headers"]) >= {"Accept-Encoding", *sent}
+    assert {"accept-encoding", *(h.lower() for h in sent)} <= set(r.headers)
 
 
 @pytest.mark.parametrize("path", ["/health", "/ready", "/metrics", "/openapi.json"])

@@ -277,3 +277,57 @@ def test_a_request_cancelled_before_it_takes_effect_is_answered_503(
     assert stored.status_code == 404  # nothing of it was stored
     counted = 'gf_http_requests_total{route="post_counter",status="503"} 1.0'
     assert counted in client.get("/metrics").text
+
+
+def test_compressed_bodies_are_decoded_within_the_body_limit(
+    client: TestClient, make_key: KeyMaker
+) -> None:
+    import gzip
+    import zlib
+
+    key = make_key()
+    t = (int(time.time()) // 60 - 5) * 60
+    doc = {"points": [{"metric": "zipped", "type": "counter", "timestamp": t}] * 3}
+    body = json.dumps(doc).encode()
+    half = len(body) // 2
+    two_members = gzip.compress(body[:half]) + gzip.compress(body[half:])
+    accepted = [
+        (gzip.compress(body), "gzip"),
+        (gzip.compress(body), "X-GZIP"),
+        (zlib.compress(body), "deflate"),
+        (two_members, "gzip"),
+        (body, "identity"),
+        (gzip.compress(body), "identity, gzip"),
+    ]
+    for content, coding in accepted:
+        r = client.post(
+            "/api/metrics/batch",
+            content=content,
+            headers={**bearer(key), "Content-Type": "application/json", "Content-Encoding": coding},
+        )
+        assert (r.status_code, r.json()) == (202, {"accepted": 3}), coding
+    window = {"from": t, "to": t + 60, "interval": "minute"}
+    assert series(client, key, "zipped", **window) == [{"t": t, "value": 3 * len(accepted)}]
+
+    # A small body that decodes past the limit is refused before it is held whole.
+    bomb = gzip.compress(b'{"points": [' + b" " * 50_000_000 + b"]}")
+    refused = [
+        (bomb, "gzip", 413, "payload_too_large"),
+        (gzip.compress(body)[:-9], "gzip", 400, "bad_request"),
+        (body, "gzip", 400, "bad_request"),
+        (gzip.compress(body) + b"junk", "gzip", 400, "bad_request"),
+        (zlib.compress(body) + zlib.compress(body), "deflate", 400, "bad_request"),
+        (body, "br", 415, "unsupported_media_type"),
+        (gzip.compress(gzip.compress(body)), "gzip, gzip", 415, "unsupported_media_type"),
+    ]
+    for content, coding, status, code in refused:
+        r = client.post(
+            "/api/metrics/batch",
+            content=content,
+            headers={**bearer(key), "Content-Type": "application/json", "Content-Encoding": coding},
+        )
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), coding
+        if status == 415:
+            assert r.headers["accept-encoding"] == "gzip, deflate, identity"
+            assert repr(coding) in r.json()["error"]["message"]
+    assert series(client, key, "zipped", **window) == [{"t": t, "value": 3 * len(accepted)}]

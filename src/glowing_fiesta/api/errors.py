@@ -20,6 +20,7 @@ from glowing_fiesta.errors import (
     TypeConflict,
     Unauthenticated,
     Unavailable,
+    UnsupportedEncoding,
     UnsupportedMediaType,
     ValidationError,
     _RetryLater,
@@ -40,6 +41,7 @@ STATUS: dict[type[GlowingFiestaError], int] = {
     TypeConflict: 409,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
+    UnsupportedEncoding: 415,
     ValidationError: 422,
     RateLimited: 429,
     Unavailable: 503,
@@ -63,6 +65,8 @@ def error_response(exc: GlowingFiestaError, headers: dict[str, str] | None = Non
         out["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         out["WWW-Authenticate"] = 'Bearer realm="glowing-fiesta"'
+    if isinstance(exc, UnsupportedEncoding):
+        out["Accept-Encoding"] = exc.accepted
     return Response(
         envelope(exc.code, exc.message, [d.as_dict() for d in exc.details]),
         status_code=status_of(exc),

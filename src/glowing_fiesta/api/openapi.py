@@ -77,7 +77,9 @@ _HEADERS = {
     "X-RateLimit-Reset": "Whole seconds until the count resets",
     "Retry-After": "Whole seconds to wait before trying again (at least 1)",
     "WWW-Authenticate": "`Bearer`: the scheme a key is sent with",
+    "Accept-Encoding": "The body codings the service decodes (on a 415 for one it does not)",
 }
+_TEXT_HEADERS = {"WWW-Authenticate", "Accept-Encoding"}
 
 
 def _error(status: int, description: str) -> dict[str, Any]:
@@ -86,6 +88,8 @@ def _error(status: int, description: str) -> dict[str, Any]:
         headers = {"WWW-Authenticate": {"$ref": "#/components/headers/WWW-Authenticate"}}
     if status in (429, 503):
         headers |= _RETRY_AFTER
+    if status == 415:
+        headers["Accept-Encoding"] = {"$ref": "#/components/headers/Accept-Encoding"}
     return {"description": description, "headers": headers, **_json("ErrorEnvelope")}
 
 
@@ -99,7 +103,7 @@ _ERRORS = {
         (405, "The path does not take this method; Allow names those it takes"),
         (409, "Type conflict"),
         (413, "Body or batch too large"),
-        (415, "Not application/json"),
+        (415, "Not application/json, or a Content-Encoding other than gzip or deflate"),
         (422, "Invalid fields; details name them"),
         (429, "Rate limited; Retry-After set"),
         (503, "Unavailable; Retry-After set"),
@@ -140,6 +144,16 @@ def _post(summary: str, schema: str) -> dict[str, Any]:
         "post": {
             "summary": summary,
             "security": _SECURITY,
+            "parameters": [
+                {
+                    "name": "Content-Encoding",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"enum": ["gzip", "x-gzip", "deflate", "identity"]},
+                    "description": "The body may be compressed; decoded, it is held to the "
+                    "same size limit",
+                }
+            ],
             "requestBody": {"required": True, **_json(schema)},
             "responses": {
                 "202": _ok("Durably accepted", _json("Accepted")),
@@ -182,7 +196,7 @@ def document() -> bytes:
             "headers": {
                 name: {
                     "description": d,
-                    "schema": {"type": "string" if name == "WWW-Authenticate" else "integer"},
+                    "schema": {"type": "string" if name in _TEXT_HEADERS else "integer"},
                 }
                 for name, d in _HEADERS.items()
             },

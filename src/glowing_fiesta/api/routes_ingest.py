@@ -15,7 +15,7 @@ from collections.abc import Callable
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from glowing_fiesta.api.body import read_limited, require_json
+from glowing_fiesta.api.body import read_body, require_json
 from glowing_fiesta.api.errors import COMMITTING
 from glowing_fiesta.api.services import Services
 from glowing_fiesta.ingest.validate import Rules, decode_batch, decode_single, encode_accepted
@@ -41,7 +41,7 @@ class IngestEndpoint:
         await services.auth.admit(scope, headers, KeyScope.WRITE)
         require_json(headers)
         batch = self._decode(
-            await read_limited(headers, receive, services.max_body_bytes), services.rules
+            await read_body(headers, receive, services.max_body_bytes), services.rules
         )
         scope["state"][COMMITTING] = True
         if services.type_guard is not None:
