@@ -19,6 +19,10 @@ from glowing_fiesta.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
 BURY_AFTER = 3
+# A failure that repeats (an entry no transaction can write, retried every `retry_delay`
+# with nothing beside it to prove it the cause) logs its traceback once in this many
+# seconds, and a line with a count in between.
+TRACE_EVERY = 60.0
 
 
 class Writer:
@@ -41,6 +45,9 @@ class Writer:
         self._stop = asyncio.Event()
         # Failures alone of redeliverable entries, by their token (see `_write_alone`).
         self._strikes: dict[object, int] = {}
+        # The last failure logged with its traceback, when, and how often it came since.
+        self._traced: tuple[str, float] = ("", 0.0)
+        self._repeats = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -76,7 +83,7 @@ class Writer:
             await self._failed(deliveries, exc)
             return 0
         except Exception as exc:
-            log.exception("writer_commit_failed", points=points, batches=len(deliveries))
+            self._log_failure(exc, points=points, batches=len(deliveries))
             if len(deliveries) > 1:
                 return await self._write_alone(deliveries)
             await self._failed(deliveries, _failure(exc), alone=True)
@@ -146,6 +153,17 @@ class Writer:
             )
             await self.queue.bury([delivery], error)
         return written
+
+    def _log_failure(self, exc: Exception, **fields: object) -> None:
+        error = f"{exc.__class__.__name__}: {exc}"
+        now = time.monotonic()
+        if error == self._traced[0] and now - self._traced[1] < TRACE_EVERY:
+            self._repeats += 1
+            log.error("writer_commit_failed", error=error, repeats=self._repeats, **fields)
+            return
+        self._traced = (error, now)
+        self._repeats = 0
+        log.error("writer_commit_failed", error=error, exc_info=exc, **fields)
 
     async def _failed(
         self, deliveries: list[Delivery], error: GlowingFiestaError, *, alone: bool = False

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog.testing
 from sqlalchemy import update
 
 from glowing_fiesta.aggregate import VALUES_TAG
@@ -107,12 +108,23 @@ def test_when_every_entry_fails_alone_none_is_buried(engine_url: str) -> None:
                     point = Point("old", MetricType.VALUE, 2.0, T0 + i)
                     await queue.put(PointBatch(uuid.uuid4().hex, [point]))
                 writer = Writer(queue, storage, Telemetry(), retry_delay=0.01)
-                assert await writer.step() == 0
+                with structlog.testing.capture_logs() as logged:
+                    for _ in range(4):
+                        assert await writer.step() == 0
                 raw = aioredis.Redis.from_url(url)
                 assert await raw.xlen(f"{prefix}:dead") == 0
                 pending: Any = await raw.xpending(f"{prefix}:points", "writers")
                 await raw.aclose()
                 assert pending["pending"] == 2
+                # Tried again and again, it logs its traceback once, then counts repeats.
+                failed = [e for e in logged if e["event"] == "writer_commit_failed"]
+                assert [("exc_info" in e, e.get("repeats")) for e in failed] == [
+                    (True, None),
+                    (False, 1),
+                    (False, 2),
+                    (False, 3),
+                ]
+                assert all("ValueError" in e["error"] for e in failed)
 
         asyncio.run(scenario())
 
