@@ -301,19 +301,33 @@ def keys_list() -> None:
 @keys.command("revoke")
 @click.argument("name_or_prefix")
 def keys_revoke(name_or_prefix: str) -> None:
-    """Revoke a key by its name or visible prefix (effective everywhere within 10 s)."""
+    """Revoke a key by its name, its visible prefix, or the whole key (effective
+    everywhere within 10 s)."""
+    from glowing_fiesta.auth import keys as tokens
+
     settings = _settings()
     _ensure_schema(settings)
+    target = name_or_prefix.strip()
+    prefix = tokens.prefix_of(target)
+    # A whole key (say, one found leaked) is revoked by its prefix, once its hash shows
+    # it is that key; it is never repeated in what is printed.
+    whole = prefix if prefix is not None and prefix != target else None
 
     async def revoke() -> int:
         storage = _storage(settings)
         try:
-            n: int = await storage.revoke_keys(name_or_prefix.strip(), time.time())
+            if whole is not None:
+                key = await storage.key_by_prefix(whole)
+                if key is None or not tokens.matches(target, key.secret_hash):
+                    return 0
+            n: int = await storage.revoke_keys(whole or target, time.time())
             return n
         finally:
             await storage.close()
 
     n = _run(revoke())
+    if n == 0 and whole is not None:
+        raise click.ClickException(f"no active key is the key given (prefix {whole})")
     if n == 0:
         raise click.ClickException(f"no active key named or prefixed {name_or_prefix!r}")
     click.echo(f"revoked {n} key(s)", err=True)

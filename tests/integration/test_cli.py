@@ -244,6 +244,26 @@ def test_keys_revoke_by_prefix(env: dict[str, str], url: str) -> None:
     assert keys["server"].active
 
 
+def test_keys_revoke_by_the_whole_key_never_prints_it(env: dict[str, str], url: str) -> None:
+    token = create(env, "leaked")
+    create(env, "server")
+    prefix = tokens.prefix_of(token)
+    assert prefix is not None
+    # Another secret under the same prefix is not that key: refused, and not echoed.
+    forged = f"{prefix}_{'x' * 43}"
+    done = fails(env, "keys", "revoke", forged)
+    assert prefix in done.stderr
+    assert forged not in done.stdout + done.stderr
+    assert stored_keys(url)["leaked"].active
+    done = ok(env, "keys", "revoke", token)
+    assert token not in done.stdout + done.stderr
+    keys = stored_keys(url)
+    assert not keys["leaked"].active
+    assert keys["server"].active
+    done = fails(env, "keys", "revoke", token)  # revoked already
+    assert token not in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("target", ["nobody", "gf_AAAAAAAA", "lap"])
 def test_revoking_an_unknown_key_fails(env: dict[str, str], url: str, target: str) -> None:
     create(env, "laptop")
