@@ -7,6 +7,7 @@ the setting, e.g. "GF_RETENTION_DAYS: Input should be greater than 0".
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -119,6 +120,10 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings once, at the edge; raise SettingsError naming each bad setting."""
+    # pydantic-settings reads `.env` only if it is a file and passes over anything else
+    # in silence: settings meant for this service would be lost without a word.
+    if os.path.lexists(".env") and not os.path.isfile(".env"):
+        raise SettingsError(".env: not a readable file (a directory, or a broken link)")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

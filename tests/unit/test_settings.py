@@ -170,6 +170,16 @@ def test_a_dotenv_file_that_is_not_utf8_is_a_settings_error(tmp_path: Path) -> N
         load_settings()
 
 
+@pytest.mark.parametrize("kind", ["directory", "broken link"])
+def test_a_dotenv_that_is_not_a_file_is_a_settings_error(tmp_path: Path, kind: str) -> None:
+    if kind == "directory":
+        (tmp_path / ".env").mkdir()
+    else:
+        (tmp_path / ".env").symlink_to(tmp_path / "gone")
+    with pytest.raises(SettingsError, match=r"^\.env: not a readable file"):
+        load_settings()
+
+
 def test_a_password_may_hold_what_separates_a_url_s_parts() -> None:
     for url in (
         "postgresql://gf:pa?ss@db:5432/gf",
