@@ -244,6 +244,64 @@ def test_a_failed_rollup_keeps_its_backlog(
     assert day_counts(store, "kept") == [80]
 
 
+def test_points_no_rollup_can_write_are_set_aside_and_the_rest_rolled_up(
+    open_store: Callable[[], SqlStorage], database_url: str
+) -> None:
+    """A stored cell the merge refuses fails every rollup its metric's points are in:
+    beside other metrics' points, those points are kept aside in the journal, the rest
+    are rolled up, and the journal does not grow for ever. Put back once the cell is
+    mended, they count as they would have."""
+    store = open_store()
+    path = database_url.removeprefix("sqlite:///")
+    kept_writes, fine_writes = writes("kept", V, seed=8, n=2), writes("fine", C, seed=9, n=2)
+    for kept, fine in zip(kept_writes, fine_writes, strict=True):
+        store.apply_now(kept + fine, defer_rollups=True)
+    metric = asyncio.run(store.get_metric("kept"))
+    assert metric is not None
+    corrupt = bytes([VALUES_TAG, 1, 2])
+    with sqlite3.connect(path) as db:  # a stored cell the merge refuses
+        db.execute(
+            "INSERT INTO rollups VALUES (?, 86400, ?, 1, 1.0, 1.0, 1.0, ?)",
+            (metric.id, T0, corrupt),
+        )
+    assert store.roll_up_now() == 80
+    assert day_counts(store, "fine") == [80]
+    assert day_counts(store, "kept") == [1]  # the corrupt cell alone, untouched
+    assert backlog_rows(store) == 0
+    with contextlib.closing(sqlite3.connect(f"{path}-pending")) as journal:
+        aside = journal.execute("SELECT metric_id, n, error FROM set_aside").fetchall()
+    assert [(mid, n) for mid, n, _ in aside] == [(metric.id, 40), (metric.id, 40)]
+    assert all("ValueError" in error for _, _, error in aside)
+    assert store.roll_up_now() == 0  # nothing left to try again
+    # Mended, and put back as docs/operations.md says: counted once, as sent.
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM rollups WHERE sketch = ?", (corrupt,))
+    with contextlib.closing(sqlite3.connect(f"{path}-pending")) as journal, journal:
+        journal.execute("INSERT INTO pending (n, at, data) SELECT n, at, data FROM set_aside")
+        journal.execute("DELETE FROM set_aside")
+    assert store.roll_up_now() == 80
+    assert day_counts(store, "kept") == [80]
+    assert day_counts(store, "fine") == [80]
+
+
+def test_an_unreadable_journal_write_is_set_aside_and_the_rest_rolled_up(
+    open_store: Callable[[], SqlStorage], database_url: str
+) -> None:
+    store = open_store()
+    path = database_url.removeprefix("sqlite:///")
+    (first,) = writes("fine", C, seed=9, n=1)
+    store.apply_now(first, defer_rollups=True)
+    with contextlib.closing(sqlite3.connect(f"{path}-pending")) as journal, journal:
+        journal.execute("INSERT INTO pending (n, at, data) VALUES (3, 0, x'0badbad0')")
+    (second,) = writes("fine", C, seed=10, n=1)
+    store.apply_now(second, defer_rollups=True)
+    assert store.roll_up_now() == 80
+    assert day_counts(store, "fine") == [80]
+    with contextlib.closing(sqlite3.connect(f"{path}-pending")) as journal:
+        aside = journal.execute("SELECT metric_id, data, error FROM set_aside").fetchall()
+    assert aside == [(-1, bytes.fromhex("0badbad0"), "ValueError: unknown pending points format")]
+
+
 def test_retention_leaves_pending_writes_to_their_writer(
     open_store: Callable[[], SqlStorage],
 ) -> None:

@@ -465,14 +465,17 @@ def test_past_the_backlog_limit_failing_rollups_refuse_writes_and_lose_nothing(
             await day_count(storage, "ok")  # the processes are up and idle
             sent = batch("broken", MetricType.VALUE, points=600)
             day = int(sent.points[0].timestamp) // 86400 * 86400
-            with sqlite3.connect(path) as db:  # a stored cell the merge refuses
+            # A stored cell the merge refuses for each metric written from now on, so that
+            # every rollup fails (one metric's points failing beside others' written
+            # would be set aside instead: see the test below).
+            with sqlite3.connect(path) as db:
                 db.execute(
                     "INSERT INTO metrics (name, type, stat_key, created_at)"
-                    " VALUES ('broken', 'value', 'k', 0)"
+                    " VALUES ('broken', 'value', 'k', 0), ('bulk', 'value', 'k2', 0)"
                 )
                 db.execute(
                     "INSERT INTO rollups SELECT id, 86400, ?, 1, 1.0, 1.0, 1.0, ?"
-                    " FROM metrics WHERE name = 'broken'",
+                    " FROM metrics WHERE name IN ('broken', 'bulk')",
                     (day, corrupt),
                 )
             await components.queue.put(sent)
@@ -481,7 +484,7 @@ def test_past_the_backlog_limit_failing_rollups_refuse_writes_and_lose_nothing(
             async def send() -> None:  # as a client does: a refused batch is sent again
                 nonlocal acknowledged, refused
                 for _ in range(batches):
-                    one = batch("bulk", points=1000)
+                    one = batch("bulk", MetricType.VALUE, points=1000)
                     while True:
                         try:
                             await components.queue.put(one)
@@ -514,3 +517,45 @@ def test_past_the_backlog_limit_failing_rollups_refuse_writes_and_lose_nothing(
     assert answered < 20  # loose, as in the test above: "still answered", not how fast
     assert bulk == batches * 1000
     assert broken == 600
+
+
+def test_a_metric_no_rollup_can_write_does_not_hold_up_the_others(settings: Settings) -> None:
+    """One metric's stored cell the merge refuses: its points are set aside in the
+    journal beside the others' rollups, so the journal does not fill and writes to
+    other metrics are neither refused nor left unseen, past ROLLUP_LIMIT points."""
+    from glowing_fiesta.aggregate import VALUES_TAG
+    from glowing_fiesta.storage.journaling import ROLLUP_LIMIT
+
+    corrupt = bytes([VALUES_TAG, 1, 2])
+    path = settings.database_url.removeprefix("sqlite:///")
+    batches = ROLLUP_LIMIT // 1000 + 20
+
+    async def scenario() -> tuple[int, int]:
+        async with serving(settings) as (components, storage):
+            await components.queue.put(batch("ok", MetricType.VALUE))
+            await day_count(storage, "ok")  # the processes are up and idle
+            day = int(time.time() - 60) // 86400 * 86400
+            with sqlite3.connect(path) as db:
+                db.execute(
+                    "INSERT INTO metrics (name, type, stat_key, created_at)"
+                    " VALUES ('broken', 'value', 'k', 0)"
+                )
+                db.execute(
+                    "INSERT INTO rollups SELECT id, 86400, ?, 1, 1.0, 1.0, 1.0, ?"
+                    " FROM metrics WHERE name = 'broken'",
+                    (day, corrupt),
+                )
+            for i in range(batches):  # every put waits for its commit; none may be refused
+                await components.queue.put(batch("bulk", points=1000))
+                if i % 50 == 0:
+                    await components.queue.put(batch("broken", MetricType.VALUE, points=3))
+            return await wait_for_day_count(storage, "bulk", batches * 1000), await day_count(
+                storage, "broken"
+            )
+
+    bulk, broken = asyncio.run(scenario())
+    assert bulk == batches * 1000
+    assert broken == 1  # the corrupt cell alone
+    with contextlib.closing(sqlite3.connect(f"{path}-pending")) as journal:
+        (aside,) = journal.execute("SELECT sum(n) FROM set_aside").fetchone()
+    assert aside == 3 * len(range(0, batches, 50))

@@ -33,6 +33,12 @@ _SCHEMA = (
     " id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL,"
     " at REAL NOT NULL, data BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # Points no rollup could write (see `set_aside`): one row per journal write and
+    # metric (-1: the write's data itself unreadable), kept whole with the reason.
+    "CREATE TABLE IF NOT EXISTS set_aside ("
+    " write_id INTEGER NOT NULL, metric_id INTEGER NOT NULL, n INTEGER NOT NULL,"
+    " at REAL NOT NULL, data BLOB NOT NULL, error TEXT NOT NULL,"
+    " PRIMARY KEY (write_id, metric_id))",
 )
 _BUSY_TIMEOUT_S = 30.0
 _OPEN_RETRY_S = 0.005
@@ -161,6 +167,20 @@ class Journal:
                 out.append((wid, data))
                 total += n
         return out
+
+    def set_aside(self, rows: list[tuple[int, int, int, bytes, str]]) -> None:
+        """Keep (write id, metric id, points, data, error) rows whose points no rollup
+        can write, before the rollup that leaves them out moves the mark past their
+        writes. Keyed by write and metric, so a rollup tried again after a crash sets
+        nothing aside twice. Never read by the service: an operator puts them back
+        with `INSERT INTO pending (n, at, data) SELECT n, at, data FROM set_aside`
+        once the cause is mended (docs/operations.md)."""
+        now = time.time()
+        with self.locked():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO set_aside VALUES (?, ?, ?, ?, ?, ?)",
+                [(wid, mid, n, now, data, error) for wid, mid, n, data, error in rows],
+            )
 
     def last_id(self) -> int:
         """The id of the last write appended (0 for none yet)."""

@@ -493,9 +493,91 @@ class SqlStorage:
         if self._open_journal() is None:
             return 0
         # The rows rolled up leave the journal later: see `_append` and `tidy_journal`.
-        written, mark = self._write_now(lambda conn: self._roll_up_journal(conn, limit, through))
+        try:
+            written, mark = self._write_now(
+                lambda conn: self._roll_up_journal(conn, limit, through)
+            )
+        except (DBAPIError, sqlite3.Error):
+            raise  # the database's or the journal's: tried again as it is
+        except Exception as exc:
+            written, mark = self._roll_up_apart(limit, through, exc)
         self._saw_mark(mark)  # committed
         return written
+
+    def _roll_up_apart(
+        self, limit: int | None, through: int | None, cause: Exception
+    ) -> tuple[int, int]:
+        """After a rollup failed for a reason other than the database: the data. One
+        stored cell the merge refuses (a corrupt one, say) would otherwise fail every
+        rollup its metric is in, for ever, and the journal would grow until writes are
+        refused. So each metric's points are tried alone, in a transaction rolled back
+        (`_probe_apart`); those that fail while others are written are set aside in the
+        journal (`Journal.set_aside`: kept, never lost), and the rest rolled up without
+        them. If none is written the cause may not be the data: `cause` is raised, and
+        the rollup tried again later, as before."""
+        journal = self._journal
+        assert journal is not None  # noqa: S101 - opened by roll_up_now
+        with self._write_engine.connect() as conn, conn.begin() as tx:
+            mark = self._read_mark(conn, journal)
+            writes = journal.after(mark, limit, through)
+            aside, written = self._probe_apart(conn, writes)
+            tx.rollback()
+        if not aside or (not written and any(mid >= 0 for _, mid, *_ in aside)):
+            raise cause
+        journal.set_aside(aside)
+        by_metric: dict[int, list[tuple[int, int, str]]] = {}
+        for wid, mid, n, _, error in aside:
+            by_metric.setdefault(mid, []).append((wid, n, error))
+        for mid, rows in by_metric.items():
+            log.error(
+                "rollup_points_set_aside",
+                metric_id=mid,  # -1: journal writes whose data is unreadable
+                writes=len(rows),
+                points=sum(n for _, n, _ in rows),
+                error=rows[0][2],
+            )
+        skip: dict[int, set[int]] = {}
+        for wid, mid, *_ in aside:
+            skip.setdefault(wid, set()).add(mid)
+        last = writes[-1][0]
+        return self._write_now(lambda conn: self._roll_up_journal(conn, limit, last, skip))
+
+    def _probe_apart(
+        self, conn: Connection, writes: list[tuple[int, bytes]]
+    ) -> tuple[list[tuple[int, int, int, bytes, str]], int]:
+        """Each metric's points of `writes` written alone, each in a savepoint, in the
+        caller's transaction (which the caller rolls back): the parts no transaction can
+        write, as `Journal.set_aside` rows, and the points written beside them."""
+        aside: list[tuple[int, int, int, bytes, str]] = []
+        parts: list[tuple[int, rollup.Pending]] = []
+        for wid, data in writes:
+            try:
+                parts.append((wid, rollup.Pending(*blocks.decode_pending(data))))
+            except ValueError as exc:
+                aside.append((wid, -1, 0, data, f"{exc.__class__.__name__}: {exc}"))
+        if not parts:
+            return aside, 0
+        points = rollup.Points.concat([part for _, part in parts])
+        starts, ends = points.runs(np.zeros(len(points), dtype=np.int64))
+        failed: dict[int, str] = {}
+        written = 0
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            one = rollup.Points(points.metric[a:b], points.time[a:b], points.value[a:b])
+            try:
+                with conn.begin_nested():
+                    self._write_points(conn, one)
+            except (DBAPIError, sqlite3.Error):
+                raise
+            except Exception as exc:
+                failed[int(points.metric[a])] = f"{exc.__class__.__name__}: {exc}"
+            else:
+                written += b - a
+        for wid, part in parts:
+            for mid in sorted(set(part.metric.tolist()) & failed.keys()):
+                keep = part.metric == mid
+                data = blocks.encode_pending(part.metric[keep], part.time[keep], part.value[keep])
+                aside.append((wid, mid, int(keep.sum()), data, failed[mid]))
+        return aside, written
 
     def roll_up_through(self, through: int, limit: int) -> int:
         """`roll_up_now`, `limit` points a transaction, until every write up to id
@@ -576,14 +658,19 @@ class SqlStorage:
         self._forgotten = mark
 
     def _roll_up_journal(
-        self, conn: Connection, limit: int | None, through: int | None = None
+        self,
+        conn: Connection,
+        limit: int | None,
+        through: int | None = None,
+        skip: dict[int, set[int]] | None = None,
     ) -> tuple[int, int]:
         """The journal's writes after the mark (about `limit` points of them, none after
         id `through`): their blocks, cells and the new mark, in the caller's
         transaction; the points written and the mark it leaves. Only the caller, once
         the transaction committed, may take that mark as this storage's (`_saw_mark`):
         taken before, a failed commit would leave it believing writes rolled up that
-        are not, and deleting them from the journal."""
+        are not, and deleting them from the journal. `skip`: by write id, the metric ids
+        (-1: all) whose points are set aside (see `_roll_up_apart`)."""
         journal = self._journal
         if journal is None:  # opened by every caller, outside the transaction
             return 0, 0
@@ -591,12 +678,18 @@ class SqlStorage:
         writes = journal.after(mark, limit, through)
         if not writes:
             return 0, mark
-        parts = [rollup.Pending(*blocks.decode_pending(data)) for _, data in writes]
-        points = rollup.Points.concat(parts)
-        self._write_points(conn, points)
+        skip = skip or {}
+        parts = [
+            _without(rollup.Pending(*blocks.decode_pending(data)), skip.get(wid))
+            for wid, data in writes
+            if -1 not in skip.get(wid, ())
+        ]
+        points = rollup.Points.concat(parts) if parts else None
+        if points is not None and len(points):
+            self._write_points(conn, points)
         last = writes[-1][0]
         conn.execute(self._set_mark, {"journal": journal.identity, "rolled_up_to": last})
-        return len(points), last
+        return len(points) if points is not None else 0, last
 
     def _recover(self, conn: Connection) -> tuple[int, int]:
         """Write the blocks and cells of every waiting write: the journal's, and those
@@ -1191,6 +1284,14 @@ def _points(
     time, value = time[keep], value[keep]
     order = np.lexsort((value, time))
     return list(zip(time[order].tolist(), value[order].tolist(), strict=True))
+
+
+def _without(part: rollup.Pending, metrics: set[int] | None) -> rollup.Pending:
+    """`part` without the points of `metrics`."""
+    if not metrics:
+        return part
+    keep = ~np.isin(part.metric, list(metrics))
+    return rollup.Pending(part.metric[keep], part.time[keep], part.value[keep])
 
 
 class _CreatedNone(Exception):
