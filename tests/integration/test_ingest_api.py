@@ -306,7 +306,7 @@ def test_compressed_bodies_are_decoded_within_the_body_limit(
             headers={**bearer(key), "Content-Type": "application/json", "Content-Encoding": coding},
         )
         assert (r.status_code, r.json()) == (202, {"accepted": 3}), coding
-    window = {"from": t, "to": t + 60, "interval": "minute"}
+    window: dict[str, int | str] = {"from": t, "to": t + 60, "interval": "minute"}
     assert series(client, key, "zipped", **window) == [{"t": t, "value": 3 * len(accepted)}]
 
     # A small body that decodes past the limit is refused before it is held whole.
