@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -348,3 +349,44 @@ def test_a_client_gone_before_its_body_is_logged_without_a_traceback(
     with httpx.Client(base_url=server.url, timeout=10) as http:
         r = http.get("/api/metrics/go", headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 404  # nothing was written
+
+
+def test_a_request_that_hits_a_bug_gets_the_envelope_and_its_connection_stays_open(
+    server: Server, gf_env: dict[str, str]
+) -> None:
+    """A bug (here: a stored cell its reader refuses, as a corrupt database gives) is
+    a 500 with the envelope and the key's rate-limit headers, logged once with its
+    traceback; the keep-alive connection carries the client's next request (uvicorn
+    closed it after every 500, so a pooled POST that followed failed)."""
+    from glowing_fiesta.aggregate import VALUES_TAG
+
+    key = cli(gf_env, "keys", "create", "bug").stdout.strip()
+    auth = f"Authorization: Bearer {key}\r\n".encode()
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        headers = {"Authorization": f"Bearer {key}"}
+        assert http.post("/api/metrics/value", json={"metric": "v", "value": 3}, headers=headers)
+        day = int(time.time()) // 86400 * 86400
+        query = f"/api/metrics/v?interval=day&from={day}&to={day + 86400}"
+        r = http.get(f"{query}&agg=count", headers=headers)  # rolled up by now
+        assert [p["value"] for p in r.json()["points"]] == [1]
+    database = gf_env["GF_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database) as db:
+        changed = db.execute(
+            "UPDATE rollups SET sketch = ? WHERE res = 86400", (bytes([VALUES_TAG, 1, 2]),)
+        ).rowcount
+    assert changed == 1
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET {query}&agg=p99 HTTP/1.1\r\nHost: t\r\n".encode() + auth + b"\r\n")
+        failed = _responses(sock, 1)[0]
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        after = _responses(sock, 1)[0]
+    head, _, body = failed.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500 ")
+    assert b"x-ratelimit-remaining: " in head
+    assert json.loads(body)["error"]["code"] == "internal_error"
+    assert after.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert server.log is not None
+    log = server.log.read_text()
+    assert log.count("unhandled_error") == 1
+    assert "ValueError: corrupt stored values" in log
+    assert "Exception in ASGI application" not in log

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glowing_fiesta.api import errors, routes_ingest, routes_query, routes_service
-from glowing_fiesta.api.errors import COMMITTING, error_response
+from glowing_fiesta.api.errors import COMMITTING, error_response, internal_error
 from glowing_fiesta.api.services import Services
 from glowing_fiesta.errors import GlowingFiestaError, Unavailable
 from glowing_fiesta.telemetry import Telemetry
@@ -35,8 +35,16 @@ class Lifecycle(Protocol):
 
 
 class RequestTelemetry:
-    """Pure ASGI middleware: count requests by route and status, time them; and answer
-    a request cancelled before its response began with the envelope's 503.
+    """Pure ASGI middleware: count requests by route and status, time them; answer a
+    request that hit a bug with the envelope's 500; and answer a request cancelled
+    before its response began with the envelope's 503.
+
+    The 500 is sent here, not by an `Exception` handler of Starlette's: its
+    ServerErrorMiddleware raises the exception again once the handler has answered, and
+    uvicorn then closes the connection, as it must for a response cut short. A
+    keep-alive client's next request on that connection failed (a POST its client
+    library does not send again), and uvicorn logged the error a second time. Only a
+    response cut short still closes its connection.
 
     uvicorn cancels the requests still running when its graceful shutdown ends (10 s
     after SIGTERM), such as one whose body is still arriving, and answers them with a
@@ -55,11 +63,14 @@ class RequestTelemetry:
             return
         started = time.perf_counter()
         status = 0  # no response begun
+        whole = False  # the response's last body part sent
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, whole
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif not message.get("more_body", False):
+                whole = True
             await send(message)
 
         try:
@@ -70,6 +81,14 @@ class RequestTelemetry:
             status = 503
             log.warning("request_cancelled", reason="the server is stopping")
             await error_response(_STOPPING, {"Connection": "close"})(scope, receive, send)
+        except Exception:
+            if status and not whole:
+                raise  # uvicorn logs it and closes the connection
+            log.exception("unhandled_error", path=scope["path"])
+            if not status:
+                status = 500
+                headers = scope["state"].get("ratelimit_headers", {})
+                await internal_error(headers)(scope, receive, send)
         finally:
             status = status or 500
             endpoint = scope.get("endpoint")
@@ -106,7 +125,6 @@ def create_app(services: Services, lifecycle: Lifecycle) -> Starlette:
             GlowingFiestaError: errors.on_domain_error,
             HTTPException: errors.on_http_error,
             ClientDisconnect: errors.on_client_gone,
-            Exception: errors.on_unexpected,
         },
     )
     app.state.services = services

@@ -132,10 +132,11 @@ async def on_client_gone(request: Request, exc: Exception) -> Response:
     )
 
 
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled_error", path=request.url.path, exc_info=exc)
+def internal_error(headers: dict[str, str]) -> Response:
+    """The 500 of a request that hit a bug (logged as `unhandled_error`)."""
     return Response(
         envelope("internal_error", "an internal error occurred"),
         status_code=500,
         media_type="application/json",
+        headers=headers,
     )
